@@ -1,0 +1,3 @@
+from recops.cli import run
+
+run()

@@ -1,0 +1,182 @@
+"""``recops <stage>``: one thin command per pipeline stage.
+
+The DVC stage, the Airflow task and the MLflow run for a stage share the stage's
+name and call the same function through this CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from recops import manifests
+from recops.config import ConfigError, Env, Params, load_params
+
+app = typer.Typer(
+    name="recops",
+    help="recops: a recommender that keeps itself fresh. Each command is one pipeline stage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR = 1
+EXIT_VALIDATION_FAILED = 3
+
+log = logging.getLogger("recops")
+
+
+class _State:
+    params_path: Path = Path("params.yaml")
+
+
+state = _State()
+
+DateOpt = Annotated[
+    dt.datetime | None,
+    typer.Option("--date", formats=["%Y-%m-%d"], help="Logical date: the start of the period (YYYY-MM-DD)."),
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, console=None, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("great_expectations", "fsspec", "botocore", "s3fs", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main(
+    params: Annotated[Path, typer.Option("--params", envvar="RECOPS_PARAMS", help="Path to params.yaml.")] = Path("params.yaml"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    _setup_logging(verbose)
+    state.params_path = params
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _load() -> tuple[Params, Env]:
+    try:
+        return load_params(state.params_path), Env.from_environ()
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+
+
+def _storage(params: Params, env: Env):
+    from recops.storage import Storage
+
+    return Storage(env.storage_url or params.storage.root, s3_endpoint_url=env.s3_endpoint_url)
+
+
+def _as_date(value: dt.datetime | None) -> dt.date | None:
+    return value.date() if value is not None else None
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+@app.command()
+def ingest(
+    date: DateOpt = None,
+    until: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Land every period up to this date.")] = None,
+) -> None:
+    """Land one period (--date) or every period of the source into landing/."""
+    from recops.ingest import ingest as run
+
+    params, env = _load()
+    storage = _storage(params, env)
+    try:
+        report = run(params, env, storage, date=_as_date(date), until=_as_date(until))
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise _fail(str(err)) from None
+    manifests.write_stage_manifest("ingest", manifests.lake_manifest(storage, ["landing"]))
+    typer.echo(f"ingest: landed {len(report.landed)} period(s), {report.rows} interactions -> {storage.uri('landing')}")
+
+
+@app.command()
+def validate(
+    date: DateOpt = None,
+    suites: Annotated[Path, typer.Option(help="Folder of expectation suites.")] = Path("expectations"),
+    force: Annotated[bool, typer.Option(help="Re-validate periods already decided.")] = False,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="Exit 0 even when periods are quarantined (batch replays).")
+    ] = False,
+) -> None:
+    """Run the expectation suites; accept into raw/ or quarantine each landed period."""
+    from recops.validation import Suites, ValidationFailed
+    from recops.validation import validate as run
+
+    params, env = _load()
+    storage = _storage(params, env)
+    try:
+        results = run(params, storage, Suites(suites), date=_as_date(date), force=force)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    manifests.write_stage_manifest("validate", manifests.lake_manifest(storage, ["raw", "quarantine"]))
+    summary = manifests.validation_summary(storage, results)
+    manifests.write_report("validate", summary)
+    typer.echo(
+        f"validate: {summary['run']['accepted']} accepted, {summary['run']['quarantined']} quarantined, "
+        f"{summary['run']['unchanged']} unchanged (lake: {summary['accepted_periods']} accepted, "
+        f"{summary['quarantined_periods']} quarantined)"
+    )
+    failed = [r for r in results if r.status == "quarantined"]
+    if failed:
+        typer.secho(str(ValidationFailed(results)), fg=typer.colors.RED, err=True)
+        if not keep_going:
+            raise typer.Exit(EXIT_VALIDATION_FAILED)
+
+
+@app.command()
+def features(
+    date: DateOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: features.output_dir).")] = None,
+) -> None:
+    """Rebuild the training set from all accepted periods up to --date."""
+    from recops.features import run_features
+
+    params, env = _load()
+    storage = _storage(params, env)
+    try:
+        summary = run_features(
+            params.features,
+            storage,
+            params.period.days,
+            until=_as_date(date),
+            out_dir=out,
+            summary_path=manifests.report_path("features"),
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(
+        f"features: {summary['rows']} interactions, {summary['users']} users, {summary['items']} items "
+        f"({summary['new_items_this_period']} new items this period) up to {summary['logical_date']}"
+    )
+
+
+@app.command()
+def summary() -> None:
+    """Print what the pipeline produced: periods, dataset size, and model/champion once they exist."""
+    _print_json(manifests.pipeline_summary())
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m recops`
+    sys.exit(app())

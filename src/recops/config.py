@@ -1,0 +1,219 @@
+"""Typed configuration: ``params.yaml`` loaded into frozen pydantic models.
+
+``params.yaml`` is the one source of tunables. Every section is a frozen model with
+``extra="forbid"`` so a misspelt or unknown key fails loudly with its dotted path.
+Endpoints and credentials never live here: they come from the environment (see
+:class:`Env`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """Raised when params.yaml is missing, unreadable or invalid."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- storage
+class StorageParams(_Frozen):
+    """Where the lake lives. ``root`` is a local directory or ``s3://bucket/prefix``.
+
+    ``RECOPS_STORAGE_URL`` overrides ``root`` so the same params run locally and on S3.
+    """
+
+    root: str = "data/lake"
+
+
+# --------------------------------------------------------------------------- source
+class MovieLensParams(_Frozen):
+    dataset: str = "ml-latest-small"
+    base_url: str = "https://files.grouplens.org/datasets/movielens"
+    checksum: str | None = Field(
+        default=None,
+        description="Pinned digest 'sha256:<hex>' or 'md5:<hex>'; when unset the official .md5 sidecar is checked.",
+        pattern=r"^(sha256|md5):[0-9a-fA-F]+$",
+    )
+
+
+class ColumnMapping(_Frozen):
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    rating: str | None = "rating"
+    timestamp: str = "timestamp"
+
+
+class CatalogColumnMapping(_Frozen):
+    item_id: str = "item_id"
+    title: str = "title"
+    genres: str | None = "genres"
+
+
+class EventLogParams(_Frozen):
+    path: str | None = None
+    format: Literal["csv", "parquet"] = "csv"
+    columns: ColumnMapping = ColumnMapping()
+    timestamp_unit: Literal["s", "ms", "us", "ns", "iso"] = "s"
+    default_rating: float = 1.0
+    catalog_path: str | None = None
+    catalog_format: Literal["csv", "parquet"] = "csv"
+    catalog_columns: CatalogColumnMapping = CatalogColumnMapping()
+
+
+class SourceParams(_Frozen):
+    kind: Literal["movielens", "event_log"] = "movielens"
+    cache_dir: str = "data/cache"
+    movielens: MovieLensParams = MovieLensParams()
+    event_log: EventLogParams = EventLogParams()
+
+    @model_validator(mode="after")
+    def _event_log_needs_path(self) -> SourceParams:
+        if self.kind == "event_log" and not self.event_log.path:
+            raise ValueError("source.event_log.path must be set when source.kind is 'event_log'")
+        return self
+
+
+# --------------------------------------------------------------------------- calendar
+class PeriodParams(_Frozen):
+    days: int = Field(default=1, ge=1, le=366, description="Length of one period in days.")
+
+
+class ReplayParams(_Frozen):
+    """Replay a historical log onto a simulated calendar.
+
+    ``equal_count`` cuts the log into ``periods`` slices of (nearly) equal size;
+    ``real_time`` scales the log's own timeline linearly onto ``periods`` periods.
+    """
+
+    enabled: bool = True
+    start_date: dt.date = dt.date(2024, 1, 1)
+    periods: int = Field(default=120, ge=1)
+    mode: Literal["equal_count", "real_time"] = "equal_count"
+
+
+class IngestParams(_Frozen):
+    until: dt.date | None = Field(
+        default=None, description="Last period to land when no --date is given; null = every period."
+    )
+
+
+# --------------------------------------------------------------------------- validation
+class VolumeParams(_Frozen):
+    trailing_periods: int = Field(default=7, ge=1)
+    min_ratio: float = Field(default=0.2, ge=0)
+    max_ratio: float = Field(default=5.0, gt=0)
+    min_rows: int = Field(default=1, ge=0)
+    max_rows: int = Field(default=10_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VolumeParams:
+        if self.min_ratio >= self.max_ratio:
+            raise ValueError("validation.volume.min_ratio must be below max_ratio")
+        return self
+
+
+class ValidationParams(_Frozen):
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    max_unknown_item_share: float = Field(default=0.01, ge=0, le=1)
+    volume: VolumeParams = VolumeParams()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationParams:
+        if self.rating_min > self.rating_max:
+            raise ValueError("validation.rating_min must not exceed rating_max")
+        return self
+
+
+# --------------------------------------------------------------------------- features
+class KCoreParams(_Frozen):
+    user: int = Field(default=5, ge=1)
+    item: int = Field(default=5, ge=1)
+
+
+class SplitParams(_Frozen):
+    method: Literal["global_time", "leave_last_out"] = "global_time"
+    val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+
+
+class FeatureParams(_Frozen):
+    implicit_threshold: float = Field(default=3.5, description="Ratings at or above this are positives.")
+    kcore: KCoreParams = KCoreParams()
+    split: SplitParams = SplitParams()
+    output_dir: str = "data/features"
+
+
+class Params(_Frozen):
+    storage: StorageParams = StorageParams()
+    source: SourceParams = SourceParams()
+    period: PeriodParams = PeriodParams()
+    replay: ReplayParams = ReplayParams()
+    ingest: IngestParams = IngestParams()
+    validation: ValidationParams = ValidationParams()
+    features: FeatureParams = FeatureParams()
+
+
+# --------------------------------------------------------------------------- env
+class Env(_Frozen):
+    """Endpoints and secrets: read from the environment only, never from params.yaml."""
+
+    storage_url: str | None = None
+    data_mirror: str | None = None
+    s3_endpoint_url: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Env:
+        e = os.environ if environ is None else environ
+        return cls(
+            storage_url=e.get("RECOPS_STORAGE_URL") or None,
+            data_mirror=e.get("RECOPS_DATA_MIRROR") or None,
+            s3_endpoint_url=e.get("RECOPS_S3_ENDPOINT_URL") or e.get("AWS_ENDPOINT_URL") or None,
+        )
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid setting(s)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a recops setting)"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Params:
+    """Validate a raw mapping; errors name every offending key by its dotted path."""
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
+    """Load and validate params.yaml (``RECOPS_PARAMS`` overrides the default path)."""
+    p = Path(os.environ.get("RECOPS_PARAMS", path)) if path == DEFAULT_PARAMS else Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: params file not found (run from the project root or set RECOPS_PARAMS)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
+    return parse_params(data, str(p))
