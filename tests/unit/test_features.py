@@ -55,7 +55,7 @@ def test_global_time_split_never_trains_on_the_future(events, catalog) -> None:
     assert train_max < fs.meta["split"]["val_start"] <= val.min()
     assert val.max() < fs.meta["split"]["test_start"] <= test.min()
     # sequences hold only training events, in time order
-    for items, ts in zip(fs.sequences["items"], fs.sequences["timestamps"], strict=True):
+    for _items, ts in zip(fs.sequences["items"], fs.sequences["timestamps"], strict=True):
         assert list(ts) == sorted(ts)
         assert max(ts) <= train_max
 
