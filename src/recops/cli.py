@@ -173,9 +173,14 @@ def features(
 
 
 @app.command()
-def summary() -> None:
+def summary(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False) -> None:
     """Print what the pipeline produced: periods, dataset size, and model/champion once they exist."""
-    _print_json(manifests.pipeline_summary())
+    data = manifests.pipeline_summary()
+    if as_json:
+        _print_json(data)
+        return
+    for line in manifests.summary_lines(data):
+        typer.echo(line)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m recops`

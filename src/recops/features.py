@@ -152,12 +152,15 @@ def build_features(
             f"k-core filtering (user>={params.kcore.user}, item>={params.kcore.item}) left no interactions; "
             "lower features.kcore or accept more periods"
         )
-    users = extend_id_map(previous_users, core, "user_id", "user_idx")
     items = extend_id_map(previous_items, core, "item_id", "item_idx")
-    known_users, known_items = set(core["user_id"]), set(core["item_id"])
-    kept = labelled[labelled["user_id"].isin(known_users) & labelled["item_id"].isin(known_items)]
     if params.split.method == "global_time":
-        kept = pd.concat([core, kept[kept["split"] != "train"]])
+        # Held-out rows keep every user (people new in the window are evaluated too, from
+        # their own earlier events) but only items the model could have learned.
+        held_out = labelled[(labelled["split"] != "train") & labelled["item_id"].isin(items["item_id"])]
+        kept = pd.concat([core, held_out])
+    else:
+        kept = core
+    users = extend_id_map(previous_users, kept, "user_id", "user_idx")
     kept = kept.merge(users, on="user_id").merge(items, on="item_id")
     inter = (
         kept[["user_idx", "item_idx", "timestamp", "rating", "split"]]
@@ -171,8 +174,9 @@ def build_features(
     counts = inter["split"].value_counts()
     new_items = new_users = 0
     if period_start is not None:
-        first_item = kept.groupby("item_id")["timestamp"].min()
-        first_user = kept.groupby("user_id")["timestamp"].min()
+        # first appearance in the accepted log itself, before any filtering
+        first_item = events.groupby("item_id")["timestamp"].min()
+        first_user = events.groupby("user_id")["timestamp"].min()
         new_items, new_users = int((first_item >= period_start).sum()), int((first_user >= period_start).sum())
     meta = {
         "logical_date": logical_date.isoformat() if logical_date else None,

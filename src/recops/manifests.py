@@ -75,3 +75,21 @@ def pipeline_summary() -> dict[str, Any]:
         if path.exists():
             out[stage] = json.loads(path.read_text())
     return out
+
+
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """The short human summary printed at the end of `make run`."""
+    lines = ["recops summary"]
+    v = data.get("validate")
+    if v:
+        lines.append(f"  periods: {v['accepted_periods']} accepted, {v['quarantined_periods']} quarantined")
+        lines += [f"    quarantined {d}" for d in v.get("quarantined_dates", [])[:10]]
+    else:
+        lines.append("  periods: none validated yet (run `dvc repro`)")
+    f = data.get("features")
+    if f:
+        lines.append(
+            f"  dataset: {f['rows']} interactions (train {f['train_rows']}, val {f['val_rows']}, test {f['test_rows']}), "
+            f"{f['users']} users, {f['items']} items, up to {f['logical_date']}"
+        )
+    return lines
