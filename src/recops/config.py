@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from recops.models.config import PopularityConfig, SASRecConfig, TwoTowerConfig
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -156,6 +158,71 @@ class FeatureParams(_Frozen):
     output_dir: str = "data/features"
 
 
+# --------------------------------------------------------------------------- models
+class ModelParams(_Frozen):
+    """Which model to train, and the settings of each kind (kept side by side)."""
+
+    kind: Literal["popularity", "two_tower", "sasrec"] = "sasrec"
+    popularity: PopularityConfig = PopularityConfig()
+    two_tower: TwoTowerConfig = TwoTowerConfig()
+    sasrec: SASRecConfig = SASRecConfig()
+
+    def selected(self) -> PopularityConfig | TwoTowerConfig | SASRecConfig:
+        return getattr(self, self.kind)
+
+
+class TrainParams(_Frozen):
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    patience: int = Field(default=3, ge=1, description="Epochs without validation NDCG@10 gain before stopping.")
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = Field(default=True, description="bf16 autocast on CUDA (ignored on CPU).")
+    out_dir: str = "data/model"
+    checkpoint_dir: str = "data/checkpoints"
+
+
+class SliceParams(_Frozen):
+    few_interactions_max: int = Field(default=5, ge=1, description="Users with at most this many history items.")
+    long_tail_share: float = Field(
+        default=0.8, gt=0, lt=1, description="Items outside the most popular ones that make up 1 - share of train interactions."
+    )
+
+
+class EvaluationParams(_Frozen):
+    ks: list[int] = Field(default=[5, 10, 20], min_length=1)
+    batch_size: int = Field(default=1024, ge=1)
+    slices: SliceParams = SliceParams()
+
+    @model_validator(mode="after")
+    def _positive_ks(self) -> EvaluationParams:
+        if any(k < 1 for k in self.ks):
+            raise ValueError("evaluation.ks must be positive integers")
+        return self
+
+
+class ChampionComparison(_Frozen):
+    metric: str = "ndcg@10"
+    margin: float = Field(default=0.0, ge=0, description="Allowed drop below the champion (absolute).")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    n_bootstrap: int = Field(default=1000, ge=100)
+    seed: int = 0
+
+
+class GateParams(_Frozen):
+    floors: dict[str, float] = Field(default_factory=lambda: {"ndcg@10": 0.01, "recall@20": 0.02})
+    champion: ChampionComparison = ChampionComparison()
+    allow_bootstrap: bool = Field(default=True, description="With no champion yet, a candidate clearing the floors becomes champion.")
+
+
+class RegistryParams(_Frozen):
+    experiment: str = "recops"
+    candidates_model: str = "recops-candidates"
+    production_model: str = "recops"
+
+
 class Params(_Frozen):
     storage: StorageParams = StorageParams()
     source: SourceParams = SourceParams()
@@ -164,6 +231,11 @@ class Params(_Frozen):
     ingest: IngestParams = IngestParams()
     validation: ValidationParams = ValidationParams()
     features: FeatureParams = FeatureParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    gate: GateParams = GateParams()
+    registry: RegistryParams = RegistryParams()
 
 
 # --------------------------------------------------------------------------- env
