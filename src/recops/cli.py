@@ -28,6 +28,7 @@ app = typer.Typer(
 
 EXIT_ERROR = 1
 EXIT_VALIDATION_FAILED = 3
+EXIT_GATE_FAILED = 4
 
 log = logging.getLogger("recops")
 
@@ -170,6 +171,142 @@ def features(
         f"features: {summary['rows']} interactions, {summary['users']} users, {summary['items']} items "
         f"({summary['new_items_this_period']} new items this period) up to {summary['logical_date']}"
     )
+
+
+@app.command()
+def train(
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train the model chosen in params.yaml (model.kind) on the features; log it to MLflow."""
+    from recops.lifecycle import train_stage
+    from recops.train import ResumeError
+
+    params, _ = _load()
+    try:
+        result = train_stage(params, resume=resume, progress=progress)
+    except (ValueError, FileNotFoundError, ResumeError) as err:
+        raise _fail(str(err)) from None
+    val = result.get("val", {})
+    typer.echo(
+        f"train: {result['model']} best epoch {result['best_epoch']}/{result['epochs_run']}, "
+        f"val ndcg@10 {val.get('ndcg@10', float('nan')):.4f} on {result['device']} (run {result['mlflow_run_id']})"
+    )
+
+
+@app.command()
+def evaluate() -> None:
+    """Full-catalog ranking metrics of the trained model on the test window (+ slices)."""
+    from recops.lifecycle import evaluate_stage
+
+    params, _ = _load()
+    try:
+        report = evaluate_stage(params)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    o, b = report["overall"], report["popularity_baseline"]
+    typer.echo(
+        f"evaluate: {int(o['n_users'])} users, ndcg@10 {o['ndcg@10']:.4f} recall@20 {o['recall@20']:.4f} "
+        f"mrr {o['mrr']:.4f} (popularity: ndcg@10 {b['ndcg@10']:.4f} recall@20 {b['recall@20']:.4f})"
+    )
+
+
+@app.command()
+def gate() -> None:
+    """Floors and paired bootstrap against the champion; exit 4 when the candidate fails."""
+    from recops.lifecycle import GateFailed, gate_stage
+
+    params, _ = _load()
+    try:
+        result = gate_stage(params)
+    except GateFailed as err:
+        raise _fail(str(err), EXIT_GATE_FAILED) from None
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    vs = f"champion v{result['champion_version']}" if result["champion_version"] else "no champion yet"
+    typer.echo(f"gate: passed ({vs})")
+
+
+@app.command()
+def register() -> None:
+    """Register a gate-passing candidate (alias challenger); bootstrap the first champion if allowed."""
+    from recops.lifecycle import GateFailed, register_stage
+
+    params, env = _load()
+    try:
+        result = register_stage(params, _storage(params, env))
+    except GateFailed as err:
+        raise _fail(str(err), EXIT_GATE_FAILED) from None
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(
+        f"register: {result['candidate_model']} v{result['candidate_version']} is challenger; champion "
+        f"{'v' + result['champion_version'] if result['champion_version'] else 'none'}"
+        f"{' (bootstrapped)' if result['bootstrapped'] else ''}"
+    )
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option("--version", help="Candidate version (recops-candidates) to promote.")],
+    reviewer: Annotated[str, typer.Option("--reviewer", help="Who approves this promotion.")],
+    note: Annotated[str | None, typer.Option("--note")] = None,
+) -> None:
+    """Reviewer promotion: copy a candidate into the production model and move champion to it."""
+    from recops.lifecycle import promote_stage
+    from recops.registry import RegistryError
+
+    params, env = _load()
+    try:
+        result = promote_stage(params, _storage(params, env), version, reviewer, note)
+    except (RegistryError, ValueError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(f"promote: {result['champion_model']} v{result['champion_version']} is champion (by {reviewer})")
+
+
+@app.command()
+def rollback(
+    to: Annotated[str | None, typer.Option("--to", help="Production version to restore (default: previous_champion).")] = None,
+    who: Annotated[str, typer.Option("--who", help="Who rolls back.")] = "recops",
+    reason: Annotated[str, typer.Option("--reason")] = "manual rollback",
+) -> None:
+    """Move champion back to previous_champion (or to --to)."""
+    from recops.lifecycle import rollback_stage
+    from recops.registry import RegistryError
+
+    params, env = _load()
+    try:
+        result = rollback_stage(params, _storage(params, env), to, who, reason)
+    except (RegistryError, ValueError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(f"rollback: {result['champion_model']} v{result['champion_version']} is champion")
+
+
+benchmark_app = typer.Typer(help="Benchmarks against published protocols.", no_args_is_help=True)
+app.add_typer(benchmark_app, name="benchmark")
+
+
+@benchmark_app.command("sequential")
+def benchmark_sequential(
+    sequences: Annotated[Path, typer.Option("--sequences", exists=True, dir_okay=False, help="Sequence file.")],
+    fmt: Annotated[str, typer.Option("--format", help="pairs: 'user item' lines; lines: 'user i1 i2 ...'.")] = "pairs",
+    output: Annotated[Path | None, typer.Option("--output", help="Write the metrics JSON here.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Model kind to train (settings from params.yaml).")] = "sasrec",
+) -> None:
+    """Leave-one-out next-item benchmark (HR/NDCG@5,10,20, full ranking, history masked)."""
+    from recops.benchmark import run_sequential
+
+    if fmt not in ("pairs", "lines"):
+        raise _fail(f"--format must be 'pairs' or 'lines', not {fmt!r}")
+    params, _ = _load()
+    try:
+        result = run_sequential(params, sequences, fmt, model)  # type: ignore[arg-type]
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    _print_json(result)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=1) + "\n")
 
 
 @app.command()

@@ -70,7 +70,7 @@ def validation_summary(storage: Storage, results: list) -> dict[str, Any]:
 def pipeline_summary() -> dict[str, Any]:
     """Collect the reports written so far into one printable summary."""
     out: dict[str, Any] = {}
-    for stage in ("validate", "features"):
+    for stage in ("validate", "features", "train", "evaluate", "gate", "register"):
         path = report_path(stage)
         if path.exists():
             out[stage] = json.loads(path.read_text())
@@ -92,4 +92,22 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
             f"  dataset: {f['rows']} interactions (train {f['train_rows']}, val {f['val_rows']}, test {f['test_rows']}), "
             f"{f['users']} users, {f['items']} items, up to {f['logical_date']}"
         )
+    t = data.get("train")
+    if t:
+        lines.append(f"  model: {t['model']}, best epoch {t['best_epoch']} of {t['epochs_run']} on {t['device']}")
+    e = data.get("evaluate")
+    if e:
+        o, b = e["overall"], e.get("popularity_baseline", {})
+        lines.append(
+            f"  test ({int(o['n_users'])} users): ndcg@10 {o['ndcg@10']:.4f}, recall@20 {o['recall@20']:.4f}, "
+            f"mrr {o['mrr']:.4f}; popularity ndcg@10 {b.get('ndcg@10', float('nan')):.4f}"
+        )
+    g = data.get("gate")
+    if g:
+        lines.append(f"  gate: {'passed' if g['passed'] else 'failed: ' + '; '.join(g['reasons'])}")
+    r = data.get("register")
+    if r:
+        champ = f"v{r['champion_version']}" if r.get("champion_version") else "none"
+        lines.append(f"  registry: candidate v{r['candidate_version']} (challenger), champion {champ}"
+                     f"{' (bootstrapped)' if r.get('bootstrapped') else ''}")
     return lines

@@ -107,9 +107,12 @@ class TwoTowerModel(nn.Module):
         self.user_id = nn.Embedding(n_users, d) if config.user_id_embedding else None
         self.user_mlp = _mlp(d, config.dropout)
 
-        for emb in (self.item_id, self.position, self.user_id):
-            if emb is not None:
-                nn.init.normal_(emb.weight, std=0.1)
+        for emb in (self.item_id, self.position):
+            nn.init.normal_(emb.weight, std=0.1)
+        if self.user_id is not None:
+            # zero: a user without train examples (e.g. new in the evaluation window) gets no gradient,
+            # so their user-id embedding must contribute nothing rather than random noise
+            nn.init.zeros_(self.user_id.weight)
         with torch.no_grad():
             self.item_id.weight[0].zero_()
 
