@@ -162,7 +162,7 @@ class FeatureParams(_Frozen):
 class ModelParams(_Frozen):
     """Which model to train, and the settings of each kind (kept side by side)."""
 
-    kind: Literal["popularity", "two_tower", "sasrec"] = "sasrec"
+    kind: Literal["popularity", "two_tower", "sasrec"] = "two_tower"
     popularity: PopularityConfig = PopularityConfig()
     two_tower: TwoTowerConfig = TwoTowerConfig()
     sasrec: SASRecConfig = SASRecConfig()
