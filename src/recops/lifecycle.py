@@ -211,9 +211,19 @@ def register_stage(params: Params, storage: Storage) -> dict[str, Any]:
 def promote_stage(params: Params, storage: Storage, version: str, reviewer: str, note: str | None) -> dict[str, Any]:
     from recops.registry import promote
 
+    from mlflow.exceptions import MlflowException
+
+    from recops.registry import RegistryError
+
     client = tracking.client()
-    mv = client.get_model_version(params.registry.candidates_model, version)
-    evidence = json.loads(mv.tags.get("gate.evidence", "{}") or "{}")
+    try:
+        mv = client.get_model_version(params.registry.candidates_model, version)
+    except MlflowException:
+        raise RegistryError(f"version {version} of {params.registry.candidates_model} not found") from None
+    try:
+        evidence = json.loads(mv.tags.get("gate.evidence", "{}") or "{}")
+    except json.JSONDecodeError:  # truncated to MLflow's tag limit: the full copy is a run artifact
+        evidence = {"truncated": mv.tags.get("gate.evidence")}
     prod = promote(client, params.registry, _audit(params, storage), version=str(version), reviewer=reviewer,
                    note=note, evidence=evidence)
     return {"champion_model": params.registry.production_model, "champion_version": str(prod.version),
