@@ -209,11 +209,9 @@ def register_stage(params: Params, storage: Storage) -> dict[str, Any]:
 
 
 def promote_stage(params: Params, storage: Storage, version: str, reviewer: str, note: str | None) -> dict[str, Any]:
-    from recops.registry import promote
-
     from mlflow.exceptions import MlflowException
 
-    from recops.registry import RegistryError
+    from recops.registry import RegistryError, promote
 
     client = tracking.client()
     try:
