@@ -97,6 +97,7 @@ def published_metrics(overall: dict[str, float]) -> dict[str, float]:
 
 def run_sequential(params, path: Path, fmt: Format, model_kind: str = "sasrec") -> dict:
     """Train ``model_kind`` with the settings in params.yaml under the published protocol."""
+    import tempfile
     import time
 
     from recops.config import EvaluationParams
@@ -107,7 +108,9 @@ def run_sequential(params, path: Path, fmt: Format, model_kind: str = "sasrec") 
     eval_params = EvaluationParams(ks=list(KS), batch_size=params.evaluation.batch_size, slices=params.evaluation.slices)
     model_params = params.model.model_copy(update={"kind": model_kind})
     start = time.perf_counter()
-    result = train(fd, model_params, params.train, eval_params, progress=False)
+    with tempfile.TemporaryDirectory(prefix="recops-bench-") as tmp:  # never touch the pipeline's checkpoint
+        train_params = params.train.model_copy(update={"checkpoint_dir": tmp})
+        result = train(fd, model_params, train_params, eval_params, progress=False)
     users = fd.users["user_id"].tolist()
     items = fd.items["item_id"].tolist()
     ev = evaluate(result.model, users, items, fd, eval_params, window="test")
@@ -115,6 +118,7 @@ def run_sequential(params, path: Path, fmt: Format, model_kind: str = "sasrec") 
         **published_metrics(ev.overall),
         "model": model_kind,
         "users": fd.n_users,
+        "test_users": int(ev.overall["n_users"]),
         "items": fd.n_items,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,

@@ -174,6 +174,27 @@ def features(
 
 
 @app.command()
+def monitor(date: DateOpt = None) -> None:
+    """Summarise a period (new users/items vs earlier periods) and decide whether to request retraining."""
+    from recops.monitor import load_monitor_params, write_report
+    from recops.monitor import monitor as run
+
+    params, env = _load()
+    try:
+        policy = load_monitor_params(params, state.params_path)
+        report = run(_storage(params, env), policy, date=_as_date(date))
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    path = write_report(report)
+    s, d = report["summary"], report["decision"]
+    typer.echo(
+        f"monitor: {report['date']} {report['status']}, {s['rows']} interactions, "
+        f"{s.get('new_items', 0)} new items, {s.get('new_users', 0)} new users -> "
+        f"{'RETRAIN' if d['retrain'] else 'no retrain'}: {d['reason']} ({path})"
+    )
+
+
+@app.command()
 def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

@@ -100,7 +100,9 @@ def evaluate(
 
     histories = [cur2m[h][cur2m[h] >= 0] for h in held.histories]
     users = np.array([m_user.get(cur_users[u], -1) for u in held.user_idx], dtype=np.int64)
-    ks = sorted(set(params.ks))
+    ks = sorted(k for k in set(params.ks) if k <= features.n_items)
+    if not ks:
+        raise ValueError(f"every cut-off in evaluation.ks {params.ks} exceeds the catalog of {features.n_items} items")
     top_m = rank(model, histories, users, max(ks), params.batch_size)
     top = np.where(top_m >= 0, m2cur[np.clip(top_m, 0, None)], PAD)
 
