@@ -142,7 +142,7 @@ def test_cli_benchmark_sequential_popularity(tmp_path: Path, monkeypatch: pytest
     # 20 items, k = 20: every item outside the history is in the top 20, so every target is hit
     assert out["HR@20"] == 1.0
     assert (out["model"], out["users"], out["items"], out["epochs_run"]) == ("popularity", len(seqs), 20, 1)
-    assert (tmp_path / "ckpt" / "last.pt").exists()
+    assert not (tmp_path / "ckpt" / "last.pt").exists()  # the pipeline checkpoint is never touched
 
 
 def test_cli_benchmark_sequential_reports_malformed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
