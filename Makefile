@@ -18,11 +18,12 @@ export RECOPS_DATA_MIRROR ?= $(LOCAL_MIRROR)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-unit lint bench clean
+.PHONY: help install run test test-unit lint bench airflow clean
 
 help:
 	@echo "make run    install, then run the whole pipeline with dvc repro and print a summary"
 	@echo "make test   install, then run the whole test suite"
+	@echo "make airflow  start a local Airflow (standalone) with the recops DAGs"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,9 @@ test-unit: install
 
 lint: install
 	ruff check src tests dags benchmarks
+
+airflow: install
+	scripts/airflow.sh
 
 bench: install
 	python benchmarks/pipeline.py

@@ -176,13 +176,12 @@ def features(
 @app.command()
 def monitor(date: DateOpt = None) -> None:
     """Summarise a period (new users/items vs earlier periods) and decide whether to request retraining."""
-    from recops.monitor import load_monitor_params, write_report
     from recops.monitor import monitor as run
+    from recops.monitor import write_report
 
     params, env = _load()
     try:
-        policy = load_monitor_params(params, state.params_path)
-        report = run(_storage(params, env), policy, date=_as_date(date))
+        report = run(_storage(params, env), params.monitor, date=_as_date(date))
     except (ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from None
     path = write_report(report)

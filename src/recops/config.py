@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recops.models.config import PopularityConfig, SASRecConfig, TwoTowerConfig
+from recops.monitor import MonitorParams
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -236,6 +237,7 @@ class Params(_Frozen):
     evaluation: EvaluationParams = EvaluationParams()
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
+    monitor: MonitorParams = MonitorParams()
 
 
 # --------------------------------------------------------------------------- env

@@ -32,8 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from recops.storage import Storage
@@ -57,27 +56,6 @@ class MonitorParams(BaseModel):
         default=14, ge=1, description="Request after this many accepted periods without one; null = drift only."
     )
     cooldown_periods: int = Field(default=3, ge=0, description="Accepted periods between two requests, at least.")
-
-
-def load_monitor_params(params: Any = None, params_path: str | os.PathLike[str] | None = None) -> MonitorParams:
-    """``params.monitor`` when the typed params know the section, else ``monitor:`` read from the raw
-    YAML file, else the defaults."""
-    section = getattr(params, "monitor", None)
-    if isinstance(section, MonitorParams):
-        return section
-    path = Path(params_path or os.environ.get("RECOPS_PARAMS") or "params.yaml")
-    data: dict[str, Any] = {}
-    if path.exists():
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        data = (loaded.get("monitor") if isinstance(loaded, dict) else None) or {}
-    try:
-        return MonitorParams.model_validate(data)
-    except ValidationError as err:
-        lines = [f"{path}: {err.error_count()} invalid monitor setting(s)"]
-        for e in err.errors():
-            key = ".".join(["monitor", *(str(p) for p in e["loc"])])
-            lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
-        raise ValueError("\n".join(lines)) from None
 
 
 # --------------------------------------------------------------------------- summaries

@@ -32,8 +32,10 @@ log = logging.getLogger("recops.airflow")
 #: Every stage task takes the one slot of this pool: all stages read and write one DVC
 #: workspace (data/, reports/, dvc.lock, mlflow.db), which is not safe to share.
 POOL = "recops_workspace"
-POOL_SLOTS = 1
-POOL_DESCRIPTION = "recops stages share one DVC workspace: one stage at a time"
+
+#: Absolute priority of the retraining tasks: above every daily task (at most 5, "downstream"
+#: weights), so the next retraining step wins the pool slot over a waiting daily task.
+RETRAIN_PRIORITY = 10
 
 #: ``recops_daily`` emits an event on this asset when the monitor asks for retraining;
 #: ``recops_retrain`` is scheduled on it.
@@ -54,7 +56,9 @@ def project_dir(anchor: str | os.PathLike[str] | None = None) -> Path:
         return Path(home).expanduser().resolve()
     if anchor is not None:
         return Path(anchor).resolve().parent.parent
-    return _MODULE_ROOT
+    if (_MODULE_ROOT / "dvc.yaml").exists():  # an editable install of this checkout
+        return _MODULE_ROOT
+    return Path.cwd()
 
 
 def read_params(anchor: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -175,7 +179,7 @@ def failure_summary(context: Mapping[str, Any]) -> str:
         url = "n/a"
     return (
         f"recops failure: task '{task_id}' of DAG '{dag_id}' failed for logical date "
-        f"{logical.isoformat() if hasattr(logical, 'isoformat') else logical} (run {run_id}, {attempt}): "
+        f"{logical.isoformat() if hasattr(logical, 'isoformat') else logical or '-'} (run {run_id}, {attempt}): "
         f"{' '.join(str(error).split())}. Log: {url}"
     )
 
