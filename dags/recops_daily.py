@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from recops import orchestration as o
 
-PARAMS = o.read_params(__file__)  # a local YAML file, not a metadata-DB call
+PARAMS = o.read_params(__file__)  # typed params.yaml (a local file), no metadata-DB call
 FIRST, LAST = o.replay_calendar(PARAMS)
 DAYS = o.period_days(PARAMS)
 

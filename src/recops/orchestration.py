@@ -20,12 +20,14 @@ import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+if TYPE_CHECKING:
+    from recops.config import Params
 
 log = logging.getLogger("recops.airflow")
 
@@ -61,38 +63,30 @@ def project_dir(anchor: str | os.PathLike[str] | None = None) -> Path:
     return Path.cwd()
 
 
-def read_params(anchor: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The raw ``params.yaml`` mapping of the workspace (``RECOPS_PARAMS`` overrides the file).
+def read_params(anchor: str | os.PathLike[str] | None = None) -> Params:
+    """The workspace's typed ``params.yaml`` (``RECOPS_PARAMS`` overrides the file).
 
-    Read with plain YAML on purpose: the typed models pull in the model code (torch)."""
-    root = project_dir(anchor)
+    Loading it imports pydantic only (no torch), so DAG files stay fast to parse."""
+    from recops.config import load_params
+
     path = Path(os.environ.get("RECOPS_PARAMS") or "params.yaml")
-    path = path if path.is_absolute() else root / path
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        log.warning("%s not found: DAGs use the default calendar", path)
-        data = {}
-    return data if isinstance(data, dict) else {}
+    return load_params(path if path.is_absolute() else project_dir(anchor) / path)
 
 
-def period_days(params: Mapping[str, Any]) -> int:
-    return int((params.get("period") or {}).get("days", 1))
+def period_days(params: Params) -> int:
+    return params.period.days
 
 
-def replay_calendar(params: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime | None]:
+def replay_calendar(params: Params) -> tuple[dt.datetime, dt.datetime | None]:
     """(first period start, last period start or None) as UTC datetimes.
 
     With replay on, the calendar is finite: ``replay.periods`` periods from ``replay.start_date``;
     bounding the DAG by it keeps catch-up from scheduling periods that hold no data."""
-    replay = params.get("replay") or {}
-    start = replay.get("start_date", "2024-01-01")
-    start = start if isinstance(start, dt.date) else dt.date.fromisoformat(str(start))
+    start = params.replay.start_date
     first = dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
-    if not replay.get("enabled", True):
+    if not params.replay.enabled:
         return first, None
-    periods = int(replay.get("periods", 120))
-    return first, first + dt.timedelta(days=period_days(params) * (periods - 1))
+    return first, first + dt.timedelta(days=params.period.days * (params.replay.periods - 1))
 
 
 # --------------------------------------------------------------------------- commands
