@@ -51,8 +51,9 @@ from tqdm.auto import tqdm
 from recops.config import EvaluationParams, ModelParams, Params, TrainParams
 from recops.dataset import FeatureData, HeldOut
 from recops.metrics import evaluate_model
-from recops.models import ModelConfig, _plain, build_model, checkpoint_payload, load_model
+from recops.models import ModelConfig, build_model, checkpoint_payload, load_model
 from recops.models.batching import make_batches, to_device
+from recops.models.core import _plain
 
 log = logging.getLogger(__name__)
 
