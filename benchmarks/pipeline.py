@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recops.benchmark import machine_info, write_result
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -50,12 +51,9 @@ def main() -> None:
         "noop_ran_a_stage": "Running stage" in out2,
         "periods": features["periods"],
         "interactions": features["rows"],
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
+        **machine_info(),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.output)
     print(json.dumps(result, indent=1))
 
 

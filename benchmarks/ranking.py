@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recops.benchmark import machine_info, write_result
 from recops.evaluate import rank
 from recops.models import TwoTowerConfig, build_model
 
@@ -119,15 +118,9 @@ def main() -> None:
         "users_per_second": round(args.users / median),
         "target_seconds": TARGET_SECONDS,
         "meets_target": median < TARGET_SECONDS,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()],  # other processes share the cores
-        "machine": platform.machine(),
-        "python": platform.python_version(),
+        **machine_info(),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.output)
     print(json.dumps(result, indent=1))
 
 

@@ -39,7 +39,6 @@ import io
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ import pandas as pd
 import torch
 import yaml
 
-from recops.benchmark import read_sequences, run_sequential, write_sequences
+from recops.benchmark import machine_info, read_sequences, run_sequential, write_result, write_sequences
 from recops.config import ConfigError, parse_params
 from recops.sources import find_movielens_dir, read_movielens
 
@@ -309,16 +308,10 @@ def main() -> None:
         "settings": settings_used,
         "overrides": overrides,
         "reference": REFERENCE,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()],  # other processes share the cores
-        "machine": platform.machine(),
-        "python": platform.python_version(),
+        **machine_info(),
     }
     out_path = args.output_dir / f"sequential_{dataset}.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(output, indent=1) + "\n")
+    write_result(output, out_path)
     print(json.dumps({m: {k: r[k] for k in ("HR@10", "NDCG@10", "best_epoch", "epochs_run", "seconds")}
                       for m, r in results.items()}, indent=1))
     print(f"wrote {out_path}")

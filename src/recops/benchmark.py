@@ -125,3 +125,29 @@ def run_sequential(params, path: Path, fmt: Format, model_kind: str = "sasrec") 
         "seconds": round(time.perf_counter() - start, 1),
         "device": result.device,
     }
+
+
+def machine_info() -> dict:
+    """Where a benchmark ran: recorded next to every figure (torch fields only when torch is loaded)."""
+    import os
+    import platform
+    import sys
+
+    info = {
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()],  # other processes share the cores
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__, **info}
+    return info
+
+
+def write_result(result: dict, path: Path) -> None:
+    """Write a benchmark result as JSON, creating the folder."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
