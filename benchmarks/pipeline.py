@@ -1,4 +1,4 @@
-"""Benchmark: `dvc repro` (ingest -> validate -> features) from a fresh clone.
+"""Benchmark: `dvc repro` of the whole pipeline (ingest -> ... -> register) from a fresh clone.
 
 Usage: python benchmarks/pipeline.py [--repo .] [--output benchmarks/results/pipeline.json]
 
