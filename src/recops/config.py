@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from recops.models.config import PopularityConfig, SASRecConfig, TwoTowerConfig
 from recops.monitor import MonitorParams
+from recops.serving.params import ServingParams
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -238,6 +239,7 @@ class Params(_Frozen):
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
     monitor: MonitorParams = MonitorParams()
+    serving: ServingParams = ServingParams()
 
 
 # --------------------------------------------------------------------------- env

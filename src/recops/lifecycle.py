@@ -212,6 +212,7 @@ def promote_stage(params: Params, storage: Storage, version: str, reviewer: str,
     from mlflow.exceptions import MlflowException
 
     from recops.registry import RegistryError, promote
+    from recops.serving.check import ServingCheckFailed
 
     client = tracking.client()
     try:
@@ -222,10 +223,33 @@ def promote_stage(params: Params, storage: Storage, version: str, reviewer: str,
         evidence = json.loads(mv.tags.get("gate.evidence", "{}") or "{}")
     except json.JSONDecodeError:  # truncated to MLflow's tag limit: the full copy is a run artifact
         evidence = {"truncated": mv.tags.get("gate.evidence")}
+    check = serving_check_stage(params, str(version), client)
+    if not check.passed:
+        raise ServingCheckFailed(f"promotion refused: {check.message()}")
     prod = promote(client, params.registry, _audit(params, storage), version=str(version), reviewer=reviewer,
-                   note=note, evidence=evidence)
+                   note=note, evidence={**evidence, "serving_check": check.summary()})
     return {"champion_model": params.registry.production_model, "champion_version": str(prod.version),
-            "candidate_version": str(version), "reviewer": reviewer}
+            "candidate_version": str(version), "reviewer": reviewer, "serving_check": check.summary()}
+
+
+def serving_check_stage(params: Params, version: str, client=None, model: str | None = None):
+    """Load ``model`` (default: the candidates model) ``version`` as ``recops serve`` would and run the serving
+    check (``recops.serving.check``); the result is tagged on the version as ``serving_check``."""
+    from mlflow.exceptions import MlflowException
+
+    from recops.registry import RegistryError
+    from recops.serving.check import check_registered
+
+    model = model or params.registry.candidates_model
+    client = client or tracking.client()
+    try:
+        client.get_model_version(model, str(version))
+    except MlflowException:
+        raise RegistryError(f"version {version} of {model} not found") from None
+    result = check_registered(params.serving, model, str(version))
+    client.set_model_version_tag(model, str(version), "serving_check",
+                                 json.dumps(result.summary(), sort_keys=True)[:5000])
+    return result
 
 
 def rollback_stage(params: Params, storage: Storage, to: str | None, who: str, reason: str) -> dict[str, Any]:

@@ -22,6 +22,8 @@ BASE = {
     "model": {"kind": "two_tower", "two_tower": {"dim": 32}},
     "train": {"epochs": 3, "patience": 3, "batch_size": 256},
     "gate": {"champion": {"n_bootstrap": 500}},
+    # promote runs the serving check; its latency budget is tested in test_serving.py, not here
+    "serving": {"check": {"p99_budget_ms": 1000.0}},
 }
 
 
@@ -91,7 +93,8 @@ def test_full_lifecycle(workdir, monkeypatch) -> None:
     assert str(client.get_model_version_by_alias(reg.candidates_model, "challenger").version) == "2"
 
     # 4. reviewer promotion and rollback
-    assert "v2 is champion (by alice)" in run("promote", "--version", "2", "--reviewer", "alice", "--note", "ok")
+    promoted = run("promote", "--version", "2", "--reviewer", "alice", "--note", "ok")
+    assert "v2 is champion (by alice), serving check p99" in promoted
     assert str(champion(client, reg).version) == "2"
     assert str(previous_champion(client, reg).version) == "1"
     assert "v1 is champion" in run("rollback", "--who", "bob", "--reason", "regression")
