@@ -31,6 +31,12 @@ run ends a single new run consumes *all* events received since the previous run 
 Stage tasks use pool `{o.POOL}` (one DVC workspace shared with `recops_daily`) with a higher
 priority than the daily tasks, so a waiting retraining step gets the slot first; the pool serializes
 tasks, not runs, so a daily `features` can still land between two retraining steps in a narrow window.
+
+**Scale-out** (read when this file is parsed; see `docs/scale-out.md`). `RECOPS_TRAIN_QUEUE` routes
+`train` to a Celery queue, e.g. `gpu`, served by `airflow celery worker --queues gpu` on a GPU host;
+unset, `train` stays on the default queue (LocalExecutor and CeleryExecutor alike).
+`RECOPS_TRAIN_NPROC` (`1` by default; `N` or `gpu`) runs it under `torchrun --standalone` with one
+DistributedDataParallel process per GPU; rank 0 alone writes the model and logs to MLflow.
 """
 
 
@@ -49,7 +55,7 @@ tasks, not runs, so a daily `features` can still land between two retraining ste
 )
 def recops_retrain():
     gate_failed = {o.EXIT_GATE_FAILED: "the candidate failed the gate; nothing is registered"}
-    train = o.stage("train", "--no-progress", timeout=dt.timedelta(hours=4))
+    train = o.stage("train", "--no-progress", timeout=dt.timedelta(hours=4), **o.train_placement())
     evaluate = o.stage("evaluate", timeout=dt.timedelta(hours=1))
     gate = o.stage("gate", timeout=dt.timedelta(hours=1), fail_fast=gate_failed)
     register = o.stage("register", timeout=dt.timedelta(minutes=30), fail_fast=gate_failed)

@@ -198,14 +198,23 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train the model chosen in params.yaml (model.kind) on the features; log it to MLflow."""
+    """Train the model chosen in params.yaml (model.kind) on the features; log it to MLflow.
+
+    Data-parallel under torchrun (`torchrun --standalone --nproc_per_node N -m recops train`): rank 0
+    logs to MLflow and writes the model; the other ranks only train their shard."""
+    from recops.distributed import DistributedError, World
     from recops.lifecycle import train_stage
-    from recops.train import ResumeError
+    from recops.train import ResumeError, run_train
 
     params, _ = _load()
     try:
+        world = World.from_environ()
+        if not world.is_main:
+            logging.getLogger("recops").setLevel(logging.WARNING)  # rank 0 reports for the job
+            run_train(params, params.features.output_dir, resume=resume, progress=False)
+            return
         result = train_stage(params, resume=resume, progress=progress)
-    except (ValueError, FileNotFoundError, ResumeError) as err:
+    except (ValueError, FileNotFoundError, ResumeError, DistributedError) as err:
         raise _fail(str(err)) from None
     val = result.get("val", {})
     typer.echo(

@@ -15,10 +15,11 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,11 @@ RETRAIN_PRIORITY = 10
 #: ``recops_daily`` emits an event on this asset when the monitor asks for retraining;
 #: ``recops_retrain`` is scheduled on it.
 RETRAIN_ASSET = Asset("recops://retraining-request")
+
+#: Airflow connection holding the MLflow *reviewer* login (login/password). Only tasks built with
+#: ``stage(..., mlflow_conn_id=REVIEWER_CONN_ID)`` (promote, rollback) read it; every other task runs
+#: with the worker's own MLflow identity, the pipeline account (MLFLOW_TRACKING_USERNAME/PASSWORD).
+REVIEWER_CONN_ID = os.environ.get("RECOPS_MLFLOW_REVIEWER_CONN_ID") or "recops_mlflow_reviewer"
 
 #: Exit codes of the recops CLI that are decisions, not errors: retrying cannot change them.
 EXIT_QUARANTINED = 3
@@ -195,12 +201,39 @@ class StageOperator(BashOperator):
     Any other non-zero exit fails normally and is retried with backoff.
     """
 
-    def __init__(self, *, fail_fast: Mapping[int, str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, fail_fast: Mapping[int, str] | None = None, mlflow_conn_id: str | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("skip_on_exit_code", None)  # 99 is not a skip signal for recops
         super().__init__(**kwargs)
         self.fail_fast = dict(fail_fast or {})
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def mlflow_login(self) -> dict[str, str]:
+        """MLFLOW_TRACKING_USERNAME/PASSWORD from connection ``mlflow_conn_id``, for this task only.
+
+        Without the connection the task keeps the worker's identity when MLflow is a local store (no
+        accounts), and fails with a clear message when it is a server (the pipeline account may not
+        write the production model)."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            conn = BaseHook.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            if (os.environ.get("MLFLOW_TRACKING_URI") or "").startswith(("http://", "https://")):
+                raise AirflowFailException(
+                    f"Airflow connection {self.mlflow_conn_id!r} not found: task {self.task_id!r} needs the MLflow "
+                    "reviewer account (login/password) to write the production model; see docs/production-stack.md"
+                ) from None
+            log.info("no connection %r: %s runs with the worker's MLflow identity", self.mlflow_conn_id, self.task_id)
+            return {}
+        if not conn.login or not conn.password:
+            raise AirflowFailException(f"Airflow connection {self.mlflow_conn_id!r} has no login/password")
+        return {"MLFLOW_TRACKING_USERNAME": conn.login, "MLFLOW_TRACKING_PASSWORD": conn.password}
 
     def execute(self, context: Any) -> Any:
+        if self.mlflow_conn_id:  # after rendering: the password never lands in the rendered fields
+            self.env = {**(self.env or {}), **self.mlflow_login()}
         try:
             return super().execute(context)
         except AirflowSkipException:
@@ -216,11 +249,12 @@ class StageOperator(BashOperator):
 
 
 def stage(task_id: str, *args: str, timeout: dt.timedelta, then: str | None = None,
-          env: Mapping[str, str] | None = None, **kwargs: Any) -> StageOperator:
+          env: Mapping[str, str] | None = None, launcher: Sequence[str] = (), **kwargs: Any) -> StageOperator:
     """The task for stage ``task_id``: ``recops <task_id> <args>`` in the workspace, in the pool.
 
-    ``then`` is a shell command run after a successful stage in the same task (same pool slot)."""
-    command = recops_command(task_id, *args)
+    ``then`` is a shell command run after a successful stage in the same task (same pool slot);
+    ``launcher`` is a command prefix that starts the recops executable (e.g. ``torchrun ... --no-python``)."""
+    command = " ".join([*(shlex.quote(a) for a in launcher), recops_command(task_id, *args)])
     if then:
         command = f"{command} && {then}"
     return StageOperator(
@@ -234,6 +268,32 @@ def stage(task_id: str, *args: str, timeout: dt.timedelta, then: str | None = No
         doc_md=f"Runs `recops {task_id}` (the DVC stage of the same name) in the recops workspace.",
         **kwargs,
     )
+
+
+_NPROC = re.compile(r"^([1-9][0-9]*|gpu|auto)$")
+
+
+def train_placement(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Where and how the ``train`` task runs: ``stage("train", ..., **train_placement())``.
+
+    Read when the DAG file is parsed (so set them for every Airflow component):
+
+    * ``RECOPS_TRAIN_QUEUE``: the Celery queue of the task, e.g. ``gpu`` (served by
+      ``airflow celery worker --queues gpu`` on a GPU host); unset: Airflow's default queue,
+      which every executor (LocalExecutor included) runs.
+    * ``RECOPS_TRAIN_NPROC``: training processes on that host: ``1`` (default) runs ``recops train``;
+      ``N`` or ``gpu`` (one per visible GPU) runs it under ``torchrun --standalone`` (DDP).
+    """
+    env = os.environ if environ is None else environ
+    placement: dict[str, Any] = {}
+    if queue := env.get("RECOPS_TRAIN_QUEUE", "").strip():
+        placement["queue"] = queue
+    nproc = env.get("RECOPS_TRAIN_NPROC", "").strip() or "1"
+    if not _NPROC.match(nproc):
+        raise ValueError(f"RECOPS_TRAIN_NPROC={nproc!r}: expected a positive integer, 'gpu' or 'auto'")
+    if nproc != "1":
+        placement["launcher"] = [_bin("torchrun"), "--standalone", "--nproc_per_node", nproc, "--no-python"]
+    return placement
 
 
 # --------------------------------------------------------------------------- reports read by glue tasks

@@ -19,6 +19,12 @@ What happens, in order:
    ``resume=True`` continues from the next epoch and ends exactly where an uninterrupted run would
    (bit-for-bit on CPU).
 
+Under ``torchrun`` (``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` set) the same loop is data-parallel
+(:mod:`recops.distributed`): every process trains on its shard of each epoch's batches inside
+``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU), train logs are summed over the ranks, rank 0
+validates and broadcasts the metrics, and only rank 0 writes the checkpoint and the model. A world of
+one gives the same weights as a plain run.
+
 The popularity baseline has nothing to learn by gradient descent: it is fitted in closed form and goes
 through a single "epoch" that only validates, so it still produces the same checkpoint and history.
 
@@ -48,8 +54,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from recops import distributed
 from recops.config import EvaluationParams, ModelParams, Params, TrainParams
 from recops.dataset import FeatureData, HeldOut
+from recops.distributed import World
 from recops.metrics import evaluate_model
 from recops.models import ModelConfig, build_model, checkpoint_payload, load_model
 from recops.models.batching import make_batches, to_device
@@ -108,6 +116,11 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """Batching RNG for one epoch, a pure function of (seed, epoch): a resumed run sees the same batches."""
     state = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The torch seed (dropout) of ranks > 0 for one epoch: a pure function, so a resumed job matches."""
+    return int(np.random.SeedSequence([seed % 2**63, epoch, rank]).generate_state(1, dtype=np.uint64)[0])
 
 
 def rng_state() -> dict[str, Any]:
@@ -235,10 +248,11 @@ def _progress_enabled(progress: bool) -> bool:
     return progress and sys.stderr.isatty()
 
 
-def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches, device: torch.device,
+def _train_one_epoch(trainer: nn.Module, optimizer: torch.optim.Optimizer, batches, device: torch.device,
                      bf16: bool, desc: str, progress: bool) -> dict[str, float]:
-    """One pass over ``batches``; returns the example-weighted mean loss / logs and the throughput."""
-    model.train()
+    """One pass over ``batches`` with ``trainer(batch) -> (loss, logs)`` (a ``LossModule``, or DDP around
+    one); returns the example-weighted mean loss / logs over all ranks and the throughput."""
+    trainer.train()
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda"
                 else contextlib.nullcontext())
     sums: dict[str, float] = {}
@@ -248,10 +262,10 @@ def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches
     for batch in bar:
         batch = to_device(batch, device)
         with autocast:
-            loss, logs = model.loss(batch)
+            loss, logs = trainer(batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        loss.backward()  # under DDP, this also averages the gradients over the ranks
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainer.parameters(), GRAD_CLIP)
         optimizer.step()
 
         n = len(batch["user_idx"])
@@ -262,7 +276,9 @@ def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches
         bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_s=f"{n_seen / (time.perf_counter() - t0):.0f}")
     bar.close()
     seconds = time.perf_counter() - t0
-    out = {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
+    totals = distributed.sum_across(sums | {"n_seen": float(n_seen)}, device)
+    n_seen = int(totals.pop("n_seen"))
+    out = {f"train_{k}": v / max(n_seen, 1) for k, v in totals.items()}
     out["samples_per_s"] = n_seen / seconds if seconds > 0 else float("nan")
     out["train_examples"] = float(n_seen)
     return out
@@ -291,6 +307,15 @@ def _load_checkpoint(path: Path, config: ModelConfig, features: FeatureData,
     return payload
 
 
+def _save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, optimizer: torch.optim.Optimizer | None,
+                     train_state: dict[str, Any], metrics: dict[str, float]) -> None:
+    """``last.pt``: the model (``checkpoint_payload``) plus everything needed to resume (``train_state``)."""
+    train_state = {**train_state, "optimizer": optimizer.state_dict() if optimizer is not None else None}
+    payload = checkpoint_payload(model, config, extra={"epoch": train_state["epoch"], "val_metrics": metrics})
+    payload["train_state"] = _plain(train_state, "train_state")
+    _atomic_torch_save(payload, path)
+
+
 # --------------------------------------------------------------------------- the loop
 def train(features: FeatureData, model_params: ModelParams, train_params: TrainParams,
           eval_params: EvaluationParams, *, resume: bool = False, progress: bool = True,
@@ -304,14 +329,16 @@ def train(features: FeatureData, model_params: ModelParams, train_params: TrainP
     ``on_epoch(row)`` is called after each epoch's checkpoint is written.
     """
     config = model_params.selected()
-    device = resolve_device(train_params.device)
-    with _deterministic(device.type == "cpu"):
-        return _train(features, config, train_params, eval_params, device, resume, progress, on_epoch)
+    world = distributed.current()
+    device = distributed.local_device(resolve_device(train_params.device), world)
+    with distributed.process_group(world, device), _deterministic(device.type == "cpu"):
+        return _train(features, config, train_params, eval_params, device, resume, progress and world.is_main,
+                      on_epoch if world.is_main else None, world)
 
 
 def _train(features: FeatureData, config: ModelConfig, tp: TrainParams, ep: EvaluationParams,
            device: torch.device, resume: bool, progress: bool,
-           on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+           on_epoch: Callable[[dict[str, Any]], None] | None, world: World = World()) -> TrainResult:
     seed_everything(tp.seed)
     sequences = features.sequences(("train",))
     model = build_model(config, features.n_users, features.n_items, features.item_features())
@@ -353,9 +380,11 @@ def _train(features: FeatureData, config: ModelConfig, tp: TrainParams, ep: Eval
     elif resume:
         log.info("no checkpoint at %s: starting fresh", ckpt_path)
 
+    trainer = distributed.wrap(model, device) if trainable else None  # after a resume: DDP syncs from rank 0
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("training %s (%d parameters) on %s for up to %d epochs: %d users, %d items", config.kind, n_params,
-             device, n_epochs, features.n_users, features.n_items)
+    log.info("training %s (%d parameters) on %s for up to %d epochs: %d users, %d items%s", config.kind, n_params,
+             device, n_epochs, features.n_users, features.n_items,
+             f" (rank {world.rank} of {world.size})" if world.launched else "")
 
     stopped_early = start_epoch < n_epochs and bad_epochs >= tp.patience  # (patience may have been raised)
     if stopped_early:
@@ -365,13 +394,16 @@ def _train(features: FeatureData, config: ModelConfig, tp: TrainParams, ep: Eval
     for epoch in range(start_epoch, n_epochs):
         t0 = time.perf_counter()
         if trainable:
+            if world.rank > 0:  # rank 0 keeps the seeded (checkpointed) stream; the others draw their own
+                torch.manual_seed(rank_seed(tp.seed, epoch, world.rank))
             batches = make_batches(config, sequences, features.n_items, tp.batch_size,
-                                   generator=epoch_generator(tp.seed, epoch))
-            stats = _train_one_epoch(model, optimizer, batches, device, tp.bf16,
+                                   generator=epoch_generator(tp.seed, epoch)).shard(world.rank, world.size)
+            stats = _train_one_epoch(trainer, optimizer, batches, device, tp.bf16,
                                      desc=f"epoch {epoch + 1}/{n_epochs}", progress=progress)
         else:
             stats = {"train_loss": None, "samples_per_s": None}
-        metrics = validate(model, val, ks, ep.batch_size)
+        # rank 0 validates; every rank takes its metrics, so all make the same early-stopping decision
+        metrics = distributed.from_main(validate(model, val, ks, ep.batch_size) if world.is_main else None)
         row = {"epoch": epoch + 1, "train_loss": stats.pop("train_loss"), "samples_per_s": stats.pop("samples_per_s")}
         row |= stats | {"lr": tp.lr if trainable else None}
         row |= {f"val_{k}": v for k, v in metrics.items()}
@@ -389,22 +421,19 @@ def _train(features: FeatureData, config: ModelConfig, tp: TrainParams, ep: Eval
         stop = bad_epochs >= tp.patience and epoch + 1 < n_epochs
         stopped_early = stopped_early or stop
 
-        train_state = {
-            "epoch": epoch + 1,
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "best_state_dict": best_state,
-            "best_epoch": best_epoch,
-            "best_metric": best_metric if math.isfinite(best_metric) else None,
-            "best_val": best_val,
-            "epochs_without_improvement": bad_epochs,
-            "stopped_early": stopped_early,
-            "history": history,
-            "rng": rng_state(),
-            "train_params": tp.model_dump(mode="json"),
-        }
-        payload = checkpoint_payload(model, config, extra={"epoch": epoch + 1, "val_metrics": metrics})
-        payload["train_state"] = _plain(train_state, "train_state")
-        _atomic_torch_save(payload, ckpt_path)
+        if world.is_main:
+            _save_checkpoint(ckpt_path, model, config, optimizer, {
+                "epoch": epoch + 1,
+                "best_state_dict": best_state,
+                "best_epoch": best_epoch,
+                "best_metric": best_metric if math.isfinite(best_metric) else None,
+                "best_val": best_val,
+                "epochs_without_improvement": bad_epochs,
+                "stopped_early": stopped_early,
+                "history": history,
+                "rng": rng_state(),
+                "train_params": tp.model_dump(mode="json"),
+            }, metrics)
 
         log.info("epoch %d/%d  loss %s  val %s %.4f (best %.4f @ %d)  %.1fs  %s samples/s", epoch + 1, n_epochs,
                  "-" if row["train_loss"] is None else f"{row['train_loss']:.4f}", EARLY_STOPPING_METRIC, score,
@@ -497,5 +526,6 @@ def run_train(params: Params, features_dir: str | os.PathLike[str], resume: bool
     features = FeatureData.load(features_dir)
     result = train(features, params.model, params.train, params.evaluation, resume=resume, progress=progress,
                    on_epoch=on_epoch)
-    save_trained_model(result, features, params.train.out_dir)
+    if distributed.current().is_main:  # under torchrun, the other ranks hold the same weights
+        save_trained_model(result, features, params.train.out_dir)
     return result

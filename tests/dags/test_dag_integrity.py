@@ -141,6 +141,41 @@ def test_retrain_is_asset_scheduled_and_reviewed(dagbag) -> None:
     assert "approve" in promote.env["RECOPS_REVIEWER"] and "candidate" in promote.env["RECOPS_CANDIDATE_VERSION"]
 
 
+def _retrain_dag(airflow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, **placement: str) -> Any:
+    """recops_retrain parsed afresh with the scale-out variables ``placement`` (and no others)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    for key, value in airflow_env.items():
+        monkeypatch.setenv(key, value)
+    for var in ("RECOPS_TRAIN_QUEUE", "RECOPS_TRAIN_NPROC", "RECOPS_PARAMS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in placement.items():
+        monkeypatch.setenv(var, value)
+    return DagBag(dag_folder=str(REPO / "dags" / "recops_retrain.py"))
+
+
+def test_train_is_routed_to_the_configured_queue(airflow_env, monkeypatch) -> None:
+    from airflow.configuration import conf
+
+    default_queue = conf.get("operators", "default_queue")
+    plain = _retrain_dag(airflow_env, monkeypatch).dags["recops_retrain"]
+    assert {t.queue for t in plain.tasks} == {default_queue}  # LocalExecutor runs it as before
+    assert "torchrun" not in plain.task_dict["train"].bash_command
+
+    gpu = _retrain_dag(airflow_env, monkeypatch, RECOPS_TRAIN_QUEUE="gpu", RECOPS_TRAIN_NPROC="2")
+    dag = gpu.dags["recops_retrain"]
+    assert dag.task_dict["train"].queue == "gpu"
+    assert {t.queue for t in dag.tasks if t.task_id != "train"} == {default_queue}  # only train moves
+    command = dag.task_dict["train"].bash_command
+    assert re.search(r"/torchrun --standalone --nproc_per_node 2 --no-python \S+/recops train --no-progress$",
+                     command), command
+    assert "RECOPS_TRAIN_QUEUE" in dag.doc_md and "docs/scale-out.md" in dag.doc_md
+
+    bad = _retrain_dag(airflow_env, monkeypatch, RECOPS_TRAIN_NPROC="two")
+    assert "recops_retrain" not in bad.dags
+    assert any("RECOPS_TRAIN_NPROC='two'" in err for err in bad.import_errors.values()), bad.import_errors
+
+
 def test_rollback_is_manual_with_target_who_reason(dagbag, tmp_path) -> None:
     import jinja2
 

@@ -121,6 +121,7 @@ class Batches:
             raise ValueError("batch_size must be positive")
         n = _n_batches(len(order), batch_size, drop_last)
         self._chunks = [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+        self._ids = list(range(n))  # batch i always carries the random draws made for batch i
         self._make = make
 
     @property
@@ -131,8 +132,26 @@ class Batches:
         return len(self._chunks)
 
     def __iter__(self) -> Iterator[Batch]:
-        for i, chunk in enumerate(self._chunks):
+        for i, chunk in zip(self._ids, self._chunks, strict=True):
             yield self._make(i, chunk)
+
+    def shard(self, rank: int, world_size: int) -> Batches:
+        """Rank ``rank``'s share for data-parallel training: batches ``rank, rank + world_size, ...``.
+
+        Like ``DistributedSampler``, the batch list is first padded by repeating it from the start, so
+        every rank takes the same number of steps (DDP needs that). ``shard(0, 1)`` is ``self``."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of size {world_size}")
+        if world_size == 1:
+            return self
+        n = len(self._chunks)
+        steps = -(-n // world_size)
+        picked = [j % n for j in range(rank, steps * world_size, world_size)] if n else []
+        out = object.__new__(Batches)
+        out._chunks = [self._chunks[j] for j in picked]
+        out._ids = [self._ids[j] for j in picked]
+        out._make = self._make
+        return out
 
 
 def _n_batches(n_examples: int, batch_size: int, drop_last: bool) -> int:
