@@ -1,4 +1,4 @@
-"""recops_daily: one run per period: ingest -> validate -> features -> monitor -> request_retrain."""
+"""recops_daily: one run per period: ingest -> validate -> features -> monitor -> rollback / request_retrain."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ start, as in `recops <stage> --date D`. Catch-up replays the calendar from `repl
 | `ingest` | `recops ingest --date {{{{ ds }}}}` |
 | `validate` | `recops validate --date {{{{ ds }}}}`; exit 3 = quarantined: fails at once, **no retry** |
 | `features` | `recops features --date {{{{ ds }}}}` then `dvc commit -f features` (records the version in dvc.lock) |
-| `monitor` | `recops monitor --date {{{{ ds }}}}` -> `reports/monitor/date=D.json` |
-| `request_retrain` | emits `{o.RETRAIN_ASSET.uri}` (extra: reason, period, scores) when the monitor says so; else skipped |
+| `monitor` | `recops monitor --date {{{{ ds }}}}`: Evidently drift + live performance -> lake `monitoring/`, MLflow, decision |
+| `rollback` | `recops rollback --auto --date {{{{ ds }}}}`: moves `champion` back when the decision says so (alert raised) |
+| `request_retrain` | emits `{o.RETRAIN_ASSET.uri}` (extra: reason, trigger, dedup_key, period, scores) when the monitor says so |
 
 **One workspace.** Every stage task takes the single slot of pool `{o.POOL}`: the stages share one
 DVC workspace (data/, reports/, dvc.lock, mlflow.db), so they never run concurrently, across DAGs too.
@@ -60,6 +61,7 @@ def recops_daily():
         then=o.dvc_command("commit", "--force", "--quiet", "features"),
     )
     monitor = o.stage("monitor", "--date", "{{ ds }}", timeout=dt.timedelta(minutes=15))
+    rollback = o.stage("rollback", "--auto", "--date", "{{ ds }}", timeout=dt.timedelta(minutes=10))
 
     @task(outlets=[o.RETRAIN_ASSET], execution_timeout=dt.timedelta(minutes=5))
     def request_retrain(ds=None, outlet_events=None):
@@ -68,11 +70,12 @@ def recops_daily():
         if not decision["retrain"]:
             raise AirflowSkipException(f"no retraining for {ds}: {decision['reason']}")
         outlet_events[o.RETRAIN_ASSET].extra = {
-            "reason": decision["reason"], "period": ds, "scores": decision["scores"],
+            "reason": decision["reason"], "trigger": decision.get("trigger"), "dedup_key": decision.get("dedup_key"),
+            "period": ds, "scores": decision["scores"],
         }
         return decision
 
-    ingest >> validate >> features >> monitor >> request_retrain()
+    ingest >> validate >> features >> monitor >> [rollback, request_retrain()]
 
 
 recops_daily()

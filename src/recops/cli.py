@@ -175,21 +175,24 @@ def features(
 
 @app.command()
 def monitor(date: DateOpt = None) -> None:
-    """Summarise a period (new users/items vs earlier periods) and decide whether to request retraining."""
-    from recops.monitor import monitor as run
-    from recops.monitor import write_report
+    """Drift (Evidently), the champion's live performance, and the retrain / rollback decision for a period."""
+    from recops.monitor import run_monitor
 
     params, env = _load()
     try:
-        report = run(_storage(params, env), params.monitor, date=_as_date(date))
+        report = run_monitor(params, _storage(params, env), date=_as_date(date))
     except (ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from None
-    path = write_report(report)
-    s, d = report["summary"], report["decision"]
+    d, drift, perf = report["decision"], report.get("drift") or {}, (report.get("performance") or {}).get("champion")
+    metric = params.monitor.performance.metric
     typer.echo(
-        f"monitor: {report['date']} {report['status']}, {s['rows']} interactions, "
-        f"{s.get('new_items', 0)} new items, {s.get('new_users', 0)} new users -> "
-        f"{'RETRAIN' if d['retrain'] else 'no retrain'}: {d['reason']} ({path})"
+        f"monitor: {report['date']} {report['status']}, {report.get('rows', 0)} interactions, drift share "
+        f"{drift.get('share', float('nan')):.0%} (triggers {drift.get('trigger_share', float('nan')):.0%}), "
+        f"champion {'v' + report['champion'] if report['champion'] else 'none'}"
+        f"{f' live {metric} {perf[metric]:.4f}' if perf and metric in perf else ''} -> "
+        f"{'RETRAIN' if d['retrain'] else 'no retrain'}: {d['reason']}"
+        f"{'; ROLLBACK to v' + str(d.get('to')) + ': ' + d['rollback_reason'] if d.get('rollback') else ''}"
+        f" ({report['lake']})"
     )
 
 
@@ -281,7 +284,8 @@ def promote(
     reviewer: Annotated[str, typer.Option("--reviewer", help="Who approves this promotion.")],
     note: Annotated[str | None, typer.Option("--note")] = None,
 ) -> None:
-    """Reviewer promotion: copy a candidate into the production model and move champion to it."""
+    """Reviewer promotion: after the serving check (serving.check), copy a candidate into the production
+    model and move champion to it."""
     from recops.lifecycle import promote_stage
     from recops.registry import RegistryError
 
@@ -290,7 +294,9 @@ def promote(
         result = promote_stage(params, _storage(params, env), version, reviewer, note)
     except (RegistryError, ValueError) as err:
         raise _fail(str(err)) from None
-    typer.echo(f"promote: {result['champion_model']} v{result['champion_version']} is champion (by {reviewer})")
+    check = result["serving_check"]
+    typer.echo(f"promote: {result['champion_model']} v{result['champion_version']} is champion (by {reviewer}), "
+               f"serving check p99 {check['p99_ms']:.2f} ms over {check['requests']} requests")
 
 
 @app.command()
@@ -298,17 +304,122 @@ def rollback(
     to: Annotated[str | None, typer.Option("--to", help="Production version to restore (default: previous_champion).")] = None,
     who: Annotated[str, typer.Option("--who", help="Who rolls back.")] = "recops",
     reason: Annotated[str, typer.Option("--reason")] = "manual rollback",
+    auto: Annotated[bool, typer.Option("--auto", help="Roll back only if the monitor's decision for --date says so.")] = False,
+    date: DateOpt = None,
 ) -> None:
-    """Move champion back to previous_champion (or to --to)."""
+    """Move champion back to previous_champion (or to --to); with --auto, as the monitor decided for --date."""
     from recops.lifecycle import rollback_stage
     from recops.registry import RegistryError
 
     params, env = _load()
+    storage = _storage(params, env)
+    if auto:
+        from recops.monitor import apply_rollback
+
+        if date is None or to is not None:
+            raise _fail("--auto needs --date (the monitored period) and takes no --to")
+        try:
+            result = apply_rollback(params, storage, date.date())
+        except (RegistryError, ValueError, FileNotFoundError) as err:
+            raise _fail(str(err)) from None
+        typer.echo(f"rollback: {'v' + result['from'] + ' -> v' + result['to'] if result['rolled_back'] else 'none'}"
+                   f" ({result.get('message') or result['reason']})")
+        return
     try:
-        result = rollback_stage(params, _storage(params, env), to, who, reason)
+        result = rollback_stage(params, storage, to, who, reason)
     except (RegistryError, ValueError) as err:
         raise _fail(str(err)) from None
     typer.echo(f"rollback: {result['champion_model']} v{result['champion_version']} is champion")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
+    model_file: Annotated[Path | None, typer.Option(
+        "--model-file", help="Serve this model.pt (reloaded when it changes) instead of the registry champion.")] = None,
+    poll_seconds: Annotated[float | None, typer.Option(help="Seconds between alias look-ups (default: serving.poll_seconds).")] = None,
+) -> None:
+    """Serve recommendations over HTTP from models:/<registry.production_model>@champion, hot-swapping new versions."""
+    from pydantic import ValidationError
+
+    from recops.serving.holder import FileSource, RegistrySource
+    from recops.serving.params import ServingParams
+    from recops.serving.server import build_app
+    from recops.serving.server import serve as run_server
+
+    params, _ = _load()
+    overrides = {k: v for k, v in {"host": host, "port": port, "poll_seconds": poll_seconds}.items() if v is not None}
+    try:
+        serving = ServingParams.model_validate({**params.serving.model_dump(), **overrides})
+    except ValidationError as err:
+        raise _fail(f"invalid serve option: {err}") from None
+    if model_file is not None and not model_file.is_file():
+        raise _fail(f"{model_file}: model file not found")
+    import torch
+
+    torch.set_num_threads(serving.torch_threads)
+    source = (FileSource(model_file) if model_file is not None
+              else RegistrySource(params.registry.production_model, serving.model_alias))
+    typer.echo(f"serve: {source.describe()} on http://{serving.host}:{serving.port} "
+               f"(new versions picked up every {serving.poll_seconds:g} s)")
+    run_server(build_app(serving, source, freeze_gc=True), serving.host, serving.port)
+
+
+@app.command("serving-check")
+def serving_check(
+    version: Annotated[str, typer.Option("--version", help="Version of --model to check.")],
+    model: Annotated[str | None, typer.Option("--model", help="Registered model (default: registry.candidates_model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+) -> None:
+    """Load a registered version in the serving code and time a smoke set against serving.check (exit 1 on failure)."""
+    from recops.lifecycle import serving_check_stage
+    from recops.registry import RegistryError
+
+    params, _ = _load()
+    try:
+        result = serving_check_stage(params, version, model=model)
+    except (RegistryError, ValueError) as err:
+        raise _fail(str(err)) from None
+    if as_json:
+        _print_json(result.as_dict())
+    if not result.passed:
+        raise _fail(result.message())
+    typer.echo(result.message())
+
+
+@app.command()
+def simulate(
+    periods: Annotated[int, typer.Option("--periods", help="Cut the log into N periods and replay them all.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for the timeline report and the workspace.")],
+    inject: Annotated[list[str] | None, typer.Option(
+        "--inject", help="drift@P (popularity shock from period P on) or bad-model@P (degraded champion at P).")] = None,
+    auto_approve: Annotated[bool, typer.Option(
+        "--auto-approve", help="Simulation only: promote gate-passing candidates without a reviewer.")] = False,
+    shock_items: Annotated[int, typer.Option(help="Items on each side of the popularity shock.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the injections.")] = 0,
+    suites: Annotated[Path, typer.Option(help="Folder of expectation suites.")] = Path("expectations"),
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-S", help="Override a param for this simulation only: dotted.key=value (repeatable).")] = None,
+) -> None:
+    """Replay N periods through ingest -> validate -> features -> monitor -> retrain -> gate -> promote, no Airflow."""
+    from recops.config import with_overrides
+    from recops.simulate import Injection
+    from recops.simulate import simulate as run
+
+    params, env = _load()
+    try:
+        params = with_overrides(params, set_ or [])
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    try:
+        injections = [Injection.parse(text, periods) for text in inject or []]
+        report = run(params, env, periods=periods, injections=injections, output=output,
+                     auto_approve=auto_approve, shock_items=shock_items, seed=seed, suites=suites)
+    except (ValueError, OSError) as err:
+        raise _fail(str(err)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
+    typer.echo(f"simulate: {len(report['periods'])} periods ({counts}) -> {output / 'timeline.html'}")
 
 
 benchmark_app = typer.Typer(help="Benchmarks against published protocols.", no_args_is_help=True)

@@ -293,3 +293,27 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
     return parse_params(data, str(p))
+
+
+def with_overrides(params: Params, overrides: list[str], source: str = "--set") -> Params:
+    """``params`` with ``dotted.key=value`` overrides applied (values parsed as YAML), validated again:
+    an unknown key or a bad value fails with a message naming it."""
+    data = params.model_dump(mode="json")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source} {item!r}: expected dotted.key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source} {item!r}: value is not valid YAML: {err}") from None
+        node = data
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source} {item!r}: {'.'.join(parts[:i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return parse_params(data, source)
+

@@ -256,6 +256,40 @@ class Recommender:
         return self.recommend_histories([item_ids], k, exclude_seen)[0]
 
     @torch.no_grad()
+    def recommend_with_histories(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]], k: int,
+                                 exclude_seen: bool = True) -> list[Recommendation]:
+        """Top-``k`` per user from an up-to-date history (chronological item ids), e.g. everything the user
+        did up to now rather than the history stored at training time. Known users are scored with their
+        user embedding and this history; unknown users as anonymous sessions; a user with no known item
+        gets popularity (``fallback=True``)."""
+        if len(user_ids) != len(histories):
+            raise ValueError(f"{len(user_ids)} user ids for {len(histories)} histories")
+        k = self._bounded_k(k)
+        results: list[Recommendation | None] = [None] * len(user_ids)
+        known_rows, known_users, known_hists, anon_rows, anon_hists = [], [], [], [], []
+        for row, (user_id, items) in enumerate(zip(user_ids, histories, strict=True)):
+            idx = np.asarray([self._item_index[i] for i in (str(x) for x in items) if i in self._item_index],
+                             dtype=np.int64)
+            u = self._user_index.get(str(user_id))
+            if idx.size == 0:
+                results[row] = self._popular(k)
+            elif u is None:
+                anon_rows.append(row)
+                anon_hists.append(idx)
+            else:
+                known_rows.append(row)
+                known_users.append(u)
+                known_hists.append(idx)
+        if known_rows:
+            ranked = self._rank(known_hists, np.asarray(known_users, dtype=np.int64), k, exclude_seen)
+            for row, rec in zip(known_rows, ranked, strict=True):
+                results[row] = rec
+        if anon_rows:
+            for row, rec in zip(anon_rows, self._rank(anon_hists, None, k, exclude_seen), strict=True):
+                results[row] = rec
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
     def similar_items(self, item_id: str, k: int) -> Recommendation:
         """Top-``k`` items by cosine similarity of the item embeddings, the item itself excluded.
 

@@ -113,7 +113,11 @@ def test_daily_schedule_follows_the_period_calendar(dagbag) -> None:
     assert dag.start_date.date() == start and dag.catchup is True
     last = start + dt.timedelta(days=params["period"]["days"] * (params["replay"]["periods"] - 1))
     assert dag.end_date.date() == last
-    assert [t.task_id for t in dag.topological_sort()] == ["ingest", "validate", "features", "monitor", "request_retrain"]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order[:4] == ["ingest", "validate", "features", "monitor"]
+    assert set(order[4:]) == {"rollback", "request_retrain"}
+    assert dag.task_dict["rollback"].upstream_task_ids == {"monitor"}
+    assert "rollback --auto --date '{{ ds }}'" in dag.task_dict["rollback"].bash_command.replace('"', "'")
     assert "{{ ds }}" in dag.task_dict["ingest"].bash_command
     assert "dvc commit --force --quiet features" in dag.task_dict["features"].bash_command
     assert dag.task_dict["validate"].fail_fast.keys() == {3}
@@ -258,9 +262,11 @@ def test_request_retrain_emits_only_when_the_monitor_says_so(dagbag, tmp_path, m
         fn(ds="2024-02-01", outlet_events=events)
     scores = {"new_item_share": 0.3}
     _write(tmp_path, "reports/monitor/date=2024-02-02.json",
-           {"decision": {"retrain": True, "reason": "new items", "scores": scores}})
+           {"decision": {"retrain": True, "reason": "data drift", "trigger": "drift", "dedup_key": "drift:3",
+                         "scores": scores}})
     fn(ds="2024-02-02", outlet_events=events)
-    assert events[RETRAIN_ASSET].extra == {"reason": "new items", "period": "2024-02-02", "scores": scores}
+    assert events[RETRAIN_ASSET].extra == {"reason": "data drift", "trigger": "drift", "dedup_key": "drift:3",
+                                           "period": "2024-02-02", "scores": scores}
 
 
 def test_candidate_skips_review_when_bootstrapped(dagbag, tmp_path, monkeypatch) -> None:
@@ -319,15 +325,13 @@ def test_failure_summary_is_one_paragraph() -> None:
 
 
 def test_monitor_decision_contract() -> None:
-    """The daily DAG reads {"retrain", "reason", "scores"} from the monitor's report."""
+    """The daily DAG reads {"retrain", "reason", "trigger", "dedup_key", "scores"} and the rollback task
+    {"rollback", "to", "version"} from the monitor's decision."""
     from recops.monitor import MonitorParams, decide
 
-    policy = MonitorParams()
-    base = {"new_item_share": 0.1, "new_user_share": 0.9, "rows": 800, "accepted_periods": 10}
-    assert decide({**base, "accepted_periods": 3}, policy, None)["retrain"] is False  # warm-up
-    first = decide(base, policy, None)
-    assert first["retrain"] and "first model" in first["reason"] and set(first) == {"retrain", "reason", "scores"}
-    assert decide({**base, "new_item_share": 0.5}, policy, 1)["retrain"] is False  # cooldown
-    assert "new items" in decide({**base, "new_item_share": 0.5}, policy, 5)["reason"]
-    assert decide(base, policy, 5)["retrain"] is False
-    assert "scheduled" in decide(base, policy, 14)["reason"]
+    current = {"date": "2024-01-10", "status": "accepted", "accepted_periods": 10, "champion": None,
+               "previous_champion": None, "drift": {"trigger_share": 0.0}, "performance": {}}
+    first = decide(current, [], MonitorParams())
+    assert first["retrain"] and first["trigger"] == "first_model" and first["rollback"] is False
+    assert {"retrain", "reason", "trigger", "dedup_key", "scores", "rollback"} <= set(first)
+    assert decide({**current, "accepted_periods": 3}, [], MonitorParams())["retrain"] is False  # warm-up

@@ -36,7 +36,7 @@ BIN = Path(sys.executable).parent
 POOL = "recops_workspace"
 PERIODS = ("2024-01-01", "2024-01-02", "2024-01-03")
 REVIEWER, PASSWORD = "alice", "alice-test-password"
-STAGES = ("ingest", "validate", "features", "monitor")
+STAGES = ("ingest", "validate", "features", "monitor", "rollback")
 
 
 # ============================================================================ helpers (pytest side)
@@ -209,7 +209,8 @@ def test_retraining_request_emits_an_asset_event(daily, tmp_path) -> None:
     assert result["tasks"]["request_retrain"] == "success", result
     [event] = result["asset_events"]
     assert event["uri"].startswith("recops://retraining-request")
-    assert event["extra"] == {"reason": "test: new items", "period": "2024-01-03", "scores": {"new_item_share": 0.5}}
+    assert event["extra"] == {"reason": "test: new items", "trigger": None, "dedup_key": None, "period": "2024-01-03",
+                              "scores": {"new_item_share": 0.5}}
     assert result["queued_for_retrain"] == 1
 
 

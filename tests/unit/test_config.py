@@ -62,3 +62,18 @@ def test_endpoints_come_from_environment() -> None:
     assert Env.from_environ({}).storage_url is None
     # no secret or endpoint field exists in params
     assert "endpoint" not in yaml.safe_dump(Params().model_dump(mode="json"))
+
+
+def test_overrides_are_validated_and_name_the_key(repo_root):
+    from recops.config import with_overrides
+
+    params = load_params(repo_root / "params.yaml")
+    changed = with_overrides(params, ["model.kind=popularity", "monitor.drift.thresholds.genre=0.3"])
+    assert changed.model.kind == "popularity" and changed.monitor.drift.thresholds["genre"] == 0.3
+    assert params.monitor.drift.thresholds["genre"] != 0.3  # the loaded params are left as they were
+    with pytest.raises(ConfigError, match="monitor.drift.colour"):
+        with_overrides(params, ["monitor.drift.colour=1"])
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        with_overrides(params, ["model.kind"])
+    with pytest.raises(ConfigError, match="model.kind is not a section"):
+        with_overrides(params, ["model.kind.x=1"])
