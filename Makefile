@@ -18,12 +18,13 @@ export RECOPS_DATA_MIRROR ?= $(LOCAL_MIRROR)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-unit lint bench airflow clean
+.PHONY: help install run test test-unit lint bench airflow stack-up stack-down clean
 
 help:
 	@echo "make run    install, then run the whole pipeline with dvc repro and print a summary"
 	@echo "make test   install, then run the whole test suite"
 	@echo "make airflow  start a local Airflow (standalone) with the recops DAGs"
+	@echo "make stack-up / stack-down  start / stop the production stack on 127.0.0.1 (docs/production-stack.md)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,13 @@ lint: install
 
 airflow: install
 	scripts/airflow.sh
+
+# Production stack on 127.0.0.1 (PostgreSQL, moto S3, MLflow with basic auth, Airflow); see docs/production-stack.md
+stack-up: install
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
 
 bench: install
 	python benchmarks/pipeline.py

@@ -18,6 +18,7 @@ here sets a tracking URI.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ __all__ = [
     "AuditLog",
     "RecopsPyfunc",
     "RegistryError",
+    "RegistryPermissionError",
     "bootstrap_champion",
     "champion",
     "data_version",
@@ -109,6 +111,36 @@ _ERR_EXISTS = {ErrorCode.Name(RESOURCE_ALREADY_EXISTS)}
 
 class RegistryError(RuntimeError):
     """A registry operation was refused (unknown version, nothing to roll back to, ...)."""
+
+
+class RegistryPermissionError(RegistryError):
+    """The MLflow server (basic auth) refused the operation to the account in use."""
+
+
+def _permission_checked(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn the server's 403 on the production model into a RegistryPermissionError that names the account
+    and what the operation needs (the pipeline account only reads ``production_model``)."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def checked(client: MlflowClient, params: RegistryParams, *args: Any, **kwargs: Any) -> Any:
+            from recops.access import is_permission_denied
+
+            try:
+                return fn(client, params, *args, **kwargs)
+            except MlflowException as err:
+                if not is_permission_denied(err):
+                    raise
+                account = os.environ.get("MLFLOW_TRACKING_USERNAME") or "anonymous"
+                raise RegistryPermissionError(
+                    f"the MLflow server refused to {action} {params.production_model!r} for account {account!r}: "
+                    f"this needs a reviewer account (MANAGE on {params.production_model!r}); run it with the "
+                    f"reviewer's MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+                ) from err
+
+        return checked
+
+    return wrap
 
 
 def _v(mv: ModelVersion | None) -> str | None:
@@ -444,6 +476,7 @@ def _restoring_aliases(client: MlflowClient, name: str, aliases: dict[str, str |
         raise
 
 
+@_permission_checked("promote a candidate into")
 def promote(client: MlflowClient, params: RegistryParams, audit: AuditLog, *, version: str, reviewer: str,
             note: str | None, evidence: dict[str, Any] | None = None) -> ModelVersion:
     """Copy candidate ``version`` into ``params.production_model`` and make the copy ``champion``; the old
@@ -506,6 +539,7 @@ def promote(client: MlflowClient, params: RegistryParams, audit: AuditLog, *, ve
     return client.get_model_version(production, _v(new))
 
 
+@_permission_checked("roll back")
 def rollback(client: MlflowClient, params: RegistryParams, audit: AuditLog, *, to: str | None = None, who: str,
              reason: str) -> ModelVersion:
     """Point ``champion`` at production version ``to`` (default: ``previous_champion``); the demoted
@@ -551,12 +585,18 @@ def bootstrap_champion(client: MlflowClient, params: RegistryParams, gate: GateP
                        note: str | None = None) -> ModelVersion | None:
     """With no champion yet and ``gate.allow_bootstrap``, promote candidate ``version`` (which must carry
     ``gate.passed=true``) as reviewer ``recops-bootstrap``. Returns the new champion, or None when a
-    champion exists, bootstrapping is off, or the candidate did not pass the gate."""
+    champion exists, bootstrapping is off, the candidate did not pass the gate, or the MLflow account may
+    not write the production model (an access-controlled server: the first champion then needs a reviewer
+    like every other)."""
     if not gate.allow_bootstrap or champion(client, params) is not None:
         return None
     candidate = _get_version(client, params.candidates_model, str(version), "candidate")
     if candidate.tags.get("gate.passed") != "true":
         log.info("not bootstrapping: candidate %s did not pass the gate", version)
         return None
-    return promote(client, params, audit, version=str(version), reviewer=BOOTSTRAP_REVIEWER,
-                   note=note or "bootstrap: no champion existed", evidence=evidence)
+    try:
+        return promote(client, params, audit, version=str(version), reviewer=BOOTSTRAP_REVIEWER,
+                       note=note or "bootstrap: no champion existed", evidence=evidence)
+    except RegistryPermissionError as err:
+        log.warning("not bootstrapping candidate %s: %s", version, err)
+        return None
