@@ -26,7 +26,7 @@ start, as in `recops <stage> --date D`. Catch-up replays the calendar from `repl
 | `validate` | `recops validate --date {{{{ ds }}}}`; exit 3 = quarantined: fails at once, **no retry** |
 | `features` | `recops features --date {{{{ ds }}}}` then `dvc commit -f features` (records the version in dvc.lock) |
 | `monitor` | `recops monitor --date {{{{ ds }}}}`: Evidently drift + live performance -> lake `monitoring/`, MLflow, decision |
-| `rollback` | `recops rollback --auto --date {{{{ ds }}}}`: moves `champion` back when the decision says so (alert raised) |
+| `rollback` | `recops rollback --auto --date {{{{ ds }}}}`: moves `champion` back when the decision says so (alert raised); MLflow reviewer login from connection `{o.REVIEWER_CONN_ID}` |
 | `request_retrain` | emits `{o.RETRAIN_ASSET.uri}` (extra: reason, trigger, dedup_key, period, scores) when the monitor says so |
 
 **One workspace.** Every stage task takes the single slot of pool `{o.POOL}`: the stages share one
@@ -61,7 +61,8 @@ def recops_daily():
         then=o.dvc_command("commit", "--force", "--quiet", "features"),
     )
     monitor = o.stage("monitor", "--date", "{{ ds }}", timeout=dt.timedelta(minutes=15))
-    rollback = o.stage("rollback", "--auto", "--date", "{{ ds }}", timeout=dt.timedelta(minutes=10))
+    rollback = o.stage("rollback", "--auto", "--date", "{{ ds }}", timeout=dt.timedelta(minutes=10),
+                       mlflow_conn_id=o.REVIEWER_CONN_ID)
 
     @task(outlets=[o.RETRAIN_ASSET], execution_timeout=dt.timedelta(minutes=5))
     def request_retrain(ds=None, outlet_events=None):

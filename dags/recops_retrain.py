@@ -84,7 +84,7 @@ def recops_retrain():
     )
     promote = o.stage(
         "promote", "--version", "$RECOPS_CANDIDATE_VERSION", "--reviewer", "$RECOPS_REVIEWER",
-        "--note", "$RECOPS_NOTE", timeout=dt.timedelta(minutes=15),
+        "--note", "$RECOPS_NOTE", timeout=dt.timedelta(minutes=15), mlflow_conn_id=o.REVIEWER_CONN_ID,
         env={
             "RECOPS_CANDIDATE_VERSION": "{{ ti.xcom_pull(task_ids='candidate')['version'] }}",
             "RECOPS_REVIEWER": "{{ ti.xcom_pull(task_ids='approve')['responded_by_user']['name'] }}",

@@ -37,7 +37,7 @@ to the audit log. Uses pool `{o.POOL}` like every stage.
 def recops_rollback():
     o.stage(
         "rollback", o.Shell('${RECOPS_TO:+--to "$RECOPS_TO"}'), "--who", "$RECOPS_WHO", "--reason", "$RECOPS_REASON",
-        timeout=dt.timedelta(minutes=15),
+        timeout=dt.timedelta(minutes=15), mlflow_conn_id=o.REVIEWER_CONN_ID,
         env={
             "RECOPS_TO": "{{ '' if params.target == 'previous' else params.target }}",
             "RECOPS_WHO": "{{ params.who }}",

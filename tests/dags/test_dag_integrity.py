@@ -335,3 +335,15 @@ def test_monitor_decision_contract() -> None:
     assert first["retrain"] and first["trigger"] == "first_model" and first["rollback"] is False
     assert {"retrain", "reason", "trigger", "dedup_key", "scores", "rollback"} <= set(first)
     assert decide({**current, "accepted_periods": 3}, [], MonitorParams())["retrain"] is False  # warm-up
+
+
+def test_tasks_that_move_champion_use_the_reviewer_connection(dagbag) -> None:
+    """On an MLflow server with basic auth only reviewers may move `champion`: these tasks take the reviewer's
+    login from an Airflow connection; every other stage runs with the pipeline account."""
+    from recops.orchestration import REVIEWER_CONN_ID
+
+    movers = {("recops_retrain", "promote"), ("recops_rollback", "rollback"), ("recops_daily", "rollback")}
+    for task in stage_tasks(dagbag):
+        expected = REVIEWER_CONN_ID if (task.dag_id, task.task_id) in movers else None
+        assert task.mlflow_conn_id == expected, (task.dag_id, task.task_id)
+
