@@ -18,7 +18,7 @@ export RECOPS_DATA_MIRROR ?= $(LOCAL_MIRROR)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-unit lint bench airflow stack-up stack-down clean
+.PHONY: help install run test test-gpu test-unit lint bench airflow stack-up stack-down clean
 
 help:
 	@echo "make run    install, then run the whole pipeline with dvc repro and print a summary"
@@ -40,8 +40,12 @@ run: install
 	dvc repro
 	recops summary
 
+# Two workers (one per core); a test file stays on one worker. GPU tests run on GPU machines: make test-gpu.
 test: install
-	pytest -q -p no:cacheprovider
+	pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not gpu"
+
+test-gpu: install
+	pytest -q -p no:cacheprovider -m gpu
 
 test-unit: install
 	pytest -q -m "not integration" -p no:cacheprovider
