@@ -34,7 +34,8 @@ tasks, not runs, so a daily `features` can still land between two retraining ste
 
 **Scale-out** (read when this file is parsed; see `docs/scale-out.md`). `RECOPS_TRAIN_QUEUE` routes
 `train` to a Celery queue, e.g. `gpu`, served by `airflow celery worker --queues gpu` on a GPU host;
-unset, `train` stays on the default queue (LocalExecutor and CeleryExecutor alike).
+unset, `train` stays on the default queue (LocalExecutor and CeleryExecutor alike). With several
+executors (`LocalExecutor,CeleryExecutor`), `RECOPS_TRAIN_EXECUTOR=CeleryExecutor` hands it to Celery.
 `RECOPS_TRAIN_NPROC` (`1` by default; `N` or `gpu`) runs it under `torchrun --standalone` with one
 DistributedDataParallel process per GPU; rank 0 alone writes the model and logs to MLflow.
 """

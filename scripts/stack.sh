@@ -2,10 +2,13 @@
 # The production stack, natively on 127.0.0.1 (`make stack-up` / `make stack-down`):
 #
 #   PostgreSQL (Debian packages)  databases airflow, mlflow, mlflow_auth
+#   redis-server (Debian package) the Celery broker: password (requirepass), no persistence
 #   moto_server                   the S3 endpoint: buckets for the lake, the DVC remote, MLflow artifacts
 #   mlflow server                 --app-name basic-auth, Postgres backend store, S3 artifacts (proxied)
-#   Airflow                       Postgres metadata DB, LocalExecutor, simple auth manager with named
+#   Airflow                       Postgres metadata DB, LocalExecutor (the default) and CeleryExecutor
+#                                 (broker Redis, results in PostgreSQL), simple auth manager with named
 #                                 users (no all-admins): scheduler, dag-processor, triggerer, api-server
+#                                 and a Celery worker for queue `gpu` (tasks with executor CeleryExecutor)
 #
 # The variables are the ones the compose file uses (docker/stack.env.example lists them). Secrets are
 # generated at the first `up` into the state folder (git-ignored), never read from the repository.
@@ -21,6 +24,7 @@
 #   RECOPS_STACK_DIR          state folder (default <repo>/.stack)
 #   POSTGRES_PORT             5432      RECOPS_STACK_S3_PORT       9000
 #   RECOPS_STACK_MLFLOW_PORT  5000      RECOPS_STACK_AIRFLOW_PORT  8080
+#   RECOPS_STACK_REDIS_PORT   6379
 #   RECOPS_STACK_PGDATA       PostgreSQL data folder (default $RECOPS_STACK_DIR/postgres)
 #   RECOPS_HOME               the recops workspace the Airflow tasks run in (default: the repository)
 #   RECOPS_STACK_DAGS_FOLDER  Airflow DAG folder (default <repo>/dags)
@@ -42,7 +46,8 @@ STATE="${RECOPS_STACK_DIR:-$ROOT/.stack}"
 ENV_FILE="$STATE/stack.env"
 RUN="$STATE/run"
 LOGS="$STATE/logs"
-SERVICES=(moto mlflow airflow-scheduler airflow-dag-processor airflow-triggerer airflow-api-server)
+SERVICES=(redis moto mlflow airflow-scheduler airflow-dag-processor airflow-triggerer airflow-api-server
+    airflow-celery-worker)
 LAKE_BUCKET=recops-lake DVC_BUCKET=recops-dvc MLFLOW_BUCKET=recops-mlflow
 REVIEWER_CONN_ID=recops_mlflow_reviewer
 
@@ -80,8 +85,10 @@ init_env() {
     [[ -f "$ENV_FILE" ]] && return 0
     local pg_port="${POSTGRES_PORT:-5432}" s3_port="${RECOPS_STACK_S3_PORT:-9000}"
     local mlflow_port="${RECOPS_STACK_MLFLOW_PORT:-5000}" airflow_port="${RECOPS_STACK_AIRFLOW_PORT:-8080}"
+    local redis_port="${RECOPS_STACK_REDIS_PORT:-6379}" redis_pass
     local pg_user=recops pg_pass s3="http://127.0.0.1:$s3_port" fernet
     pg_pass="$(secret)"
+    redis_pass="$(secret)"
     fernet="$("$PY" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
     local pg="$pg_user:$pg_pass@127.0.0.1:$pg_port"
     umask 077
@@ -116,7 +123,10 @@ RECOPS_MLFLOW_REVIEWER_USERNAME=recops-reviewer
 RECOPS_MLFLOW_REVIEWER_PASSWORD=$(secret)
 RECOPS_MLFLOW_REVIEWER_CONN_ID=$REVIEWER_CONN_ID
 AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://$pg/airflow
-AIRFLOW__CORE__EXECUTOR=LocalExecutor
+AIRFLOW__CORE__EXECUTOR=LocalExecutor,CeleryExecutor
+REDIS_PASSWORD=$redis_pass
+AIRFLOW__CELERY__BROKER_URL=redis://:$redis_pass@127.0.0.1:$redis_port/0
+AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql+psycopg2://$pg/airflow
 AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
 AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,reviewer:user
 AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False
@@ -133,6 +143,7 @@ AIRFLOW__API__BASE_URL=http://127.0.0.1:$airflow_port/
 AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$airflow_port/execution/
 RECOPS_STACK_S3_PORT=$s3_port
 RECOPS_STACK_MLFLOW_PORT=$mlflow_port
+RECOPS_STACK_REDIS_PORT=$redis_port
 RECOPS_STACK_PGDATA=${RECOPS_STACK_PGDATA:-$STATE/postgres}
 EOF
     local pipeline
@@ -261,6 +272,26 @@ pg_down() {
     fi
 }
 
+# Redis reads its password from a private config file, never from the command line.
+redis_up() {
+    mkdir -p "$STATE/redis"
+    (umask 077 && cat >"$STATE/redis/redis.conf" <<EOF
+bind 127.0.0.1
+protected-mode yes
+port $RECOPS_STACK_REDIS_PORT
+requirepass $REDIS_PASSWORD
+dir $STATE/redis
+save ""
+appendonly no
+daemonize no
+logfile ""
+EOF
+    )
+    start redis redis-server "$STATE/redis/redis.conf"
+    wait_until redis 30 "$PY" -c 'import os, redis; redis.Redis.from_url(os.environ["AIRFLOW__CELERY__BROKER_URL"]).ping()'
+    say "Redis on 127.0.0.1:$RECOPS_STACK_REDIS_PORT (password; the Celery broker)"
+}
+
 s3_up() {
     start moto moto_server -H 127.0.0.1 -p "$RECOPS_STACK_S3_PORT"
     wait_until moto 60 http_ok "$AWS_ENDPOINT_URL/moto-api/"
@@ -302,6 +333,7 @@ airflow_env() {
     AIRFLOW_ENV=(env -u RECOPS_MLFLOW_ADMIN_PASSWORD -u RECOPS_MLFLOW_REVIEWER_PASSWORD
         -u RECOPS_AIRFLOW_ADMIN_PASSWORD -u RECOPS_AIRFLOW_REVIEWER_PASSWORD -u POSTGRES_PASSWORD
         -u RECOPS_MLFLOW_AUTH_DATABASE_URI -u MLFLOW_BACKEND_STORE_URI -u MLFLOW_FLASK_SERVER_SECRET_KEY
+        -u REDIS_PASSWORD
         AIRFLOW_HOME="$STATE/airflow"
         AIRFLOW__CORE__DAGS_FOLDER="${RECOPS_STACK_DAGS_FOLDER:-$ROOT/dags}"
         RECOPS_HOME="${RECOPS_HOME:-$ROOT}"
@@ -337,10 +369,16 @@ EOF
     start airflow-dag-processor "${AIRFLOW_ENV[@]}" airflow dag-processor
     start airflow-triggerer "${AIRFLOW_ENV[@]}" airflow triggerer
     start airflow-api-server "${AIRFLOW_ENV[@]}" airflow api-server --host 127.0.0.1 --port "$AIRFLOW__API__PORT" --workers 1
+    # tasks with executor CeleryExecutor and queue gpu (RECOPS_TRAIN_EXECUTOR / RECOPS_TRAIN_QUEUE); its task
+    # logs land in $AIRFLOW_HOME/logs like the LocalExecutor's (no second log server on this host)
+    start airflow-celery-worker "${AIRFLOW_ENV[@]}" airflow celery worker --queues gpu --concurrency 1 \
+        --celery-hostname "recops-gpu@%h" --skip-serve-logs
 }
 
 airflow_ready() {
     wait_until airflow-api-server 180 http_ok "${AIRFLOW__API__BASE_URL%/}/api/v2/monitor/health"
+    wait_until airflow-celery-worker 180 grep -q "recops-gpu@.* ready\." "$LOGS/airflow-celery-worker.log"
+    say "Celery worker recops-gpu@$(hostname) (queue gpu, broker Redis, results in PostgreSQL)"
     say "Airflow on ${AIRFLOW__API__BASE_URL} (users: ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS}; passwords in $AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE)"
 }
 
@@ -350,6 +388,7 @@ cmd_up() {
     init_env
     load_env
     pg_up
+    redis_up
     s3_up
     mlflow_start   # the MLflow server boots while Airflow migrates its database
     airflow_start
@@ -370,7 +409,7 @@ cmd_down() {
     done
     pg_down
     # only what `up` created; the folder itself goes when nothing else is in it
-    rm -rf "$RUN" "$LOGS" "$STATE/airflow" "$STATE/mlflow" "$RECOPS_STACK_PGDATA" "$ENV_FILE"
+    rm -rf "$RUN" "$LOGS" "$STATE/airflow" "$STATE/mlflow" "$STATE/redis" "$RECOPS_STACK_PGDATA" "$ENV_FILE"
     rmdir "$STATE" 2>/dev/null || true
     say "down (state removed)"
 }

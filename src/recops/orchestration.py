@@ -281,6 +281,10 @@ def train_placement(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     * ``RECOPS_TRAIN_QUEUE``: the Celery queue of the task, e.g. ``gpu`` (served by
       ``airflow celery worker --queues gpu`` on a GPU host); unset: Airflow's default queue,
       which every executor (LocalExecutor included) runs.
+    * ``RECOPS_TRAIN_EXECUTOR``: the executor of the task when Airflow runs several
+      (``AIRFLOW__CORE__EXECUTOR=LocalExecutor,CeleryExecutor``: the first is the default), e.g.
+      ``CeleryExecutor`` so that the queue above is served by a Celery worker; unset: the default
+      executor. It must be one of the configured executors, or the DAG fails to import.
     * ``RECOPS_TRAIN_NPROC``: training processes on that host: ``1`` (default) runs ``recops train``;
       ``N`` or ``gpu`` (one per visible GPU) runs it under ``torchrun --standalone`` (DDP).
     """
@@ -288,6 +292,8 @@ def train_placement(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     placement: dict[str, Any] = {}
     if queue := env.get("RECOPS_TRAIN_QUEUE", "").strip():
         placement["queue"] = queue
+    if executor := env.get("RECOPS_TRAIN_EXECUTOR", "").strip():
+        placement["executor"] = executor
     nproc = env.get("RECOPS_TRAIN_NPROC", "").strip() or "1"
     if not _NPROC.match(nproc):
         raise ValueError(f"RECOPS_TRAIN_NPROC={nproc!r}: expected a positive integer, 'gpu' or 'auto'")

@@ -151,10 +151,19 @@ def _retrain_dag(airflow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, *
 
     for key, value in airflow_env.items():
         monkeypatch.setenv(key, value)
-    for var in ("RECOPS_TRAIN_QUEUE", "RECOPS_TRAIN_NPROC", "RECOPS_PARAMS"):
+    for var in ("RECOPS_TRAIN_QUEUE", "RECOPS_TRAIN_NPROC", "RECOPS_TRAIN_EXECUTOR", "RECOPS_PARAMS"):
         monkeypatch.delenv(var, raising=False)
     for var, value in placement.items():
         monkeypatch.setenv(var, value)
+    # Airflow caches the configured executors per process: read AIRFLOW__CORE__EXECUTOR afresh
+    from collections import defaultdict
+
+    from airflow.executors import executor_loader
+
+    monkeypatch.setattr(executor_loader, "_executor_names", [])
+    for cache in ("_alias_to_executors_per_team", "_module_to_executors_per_team",
+                  "_classname_to_executors_per_team", "_team_name_to_executors"):
+        monkeypatch.setattr(executor_loader, cache, defaultdict(getattr(executor_loader, cache).default_factory))
     return DagBag(dag_folder=str(REPO / "dags" / "recops_retrain.py"))
 
 
@@ -174,6 +183,21 @@ def test_train_is_routed_to_the_configured_queue(airflow_env, monkeypatch) -> No
     assert re.search(r"/torchrun --standalone --nproc_per_node 2 --no-python \S+/recops train --no-progress$",
                      command), command
     assert "RECOPS_TRAIN_QUEUE" in dag.doc_md and "docs/scale-out.md" in dag.doc_md
+    assert {t.executor for t in plain.tasks} | {t.executor for t in dag.tasks} == {None}  # the default executor
+
+    # several executors (the native stack): train goes to the Celery worker of queue gpu, the rest stays local
+    celery = _retrain_dag(airflow_env, monkeypatch, AIRFLOW__CORE__EXECUTOR="LocalExecutor,CeleryExecutor",
+                          RECOPS_TRAIN_QUEUE="gpu", RECOPS_TRAIN_EXECUTOR="CeleryExecutor")
+    assert not celery.import_errors, celery.import_errors
+    dag = celery.dags["recops_retrain"]
+    assert (dag.task_dict["train"].queue, dag.task_dict["train"].executor) == ("gpu", "CeleryExecutor")
+    assert {t.executor for t in dag.tasks if t.task_id != "train"} == {None}
+    assert "RECOPS_TRAIN_EXECUTOR" in dag.doc_md
+    # an executor Airflow does not run is an import error, not a task that waits forever
+    unknown = _retrain_dag(airflow_env, monkeypatch, AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+                           RECOPS_TRAIN_EXECUTOR="CeleryExecutor")
+    assert "recops_retrain" not in unknown.dags
+    assert any("CeleryExecutor" in err for err in unknown.import_errors.values()), unknown.import_errors
 
     bad = _retrain_dag(airflow_env, monkeypatch, RECOPS_TRAIN_NPROC="two")
     assert "recops_retrain" not in bad.dags

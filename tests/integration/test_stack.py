@@ -1,17 +1,19 @@
 """The production stack for real: ``scripts/stack.sh up`` on free loopback ports in a temporary state folder.
 
-PostgreSQL (Airflow and MLflow databases), moto's S3 server, an MLflow server with basic auth, Postgres
-backend store and S3 artifacts, and Airflow (LocalExecutor, simple auth manager, Postgres metadata DB).
+PostgreSQL (Airflow and MLflow databases), Redis (the Celery broker, with a password), moto's S3 server, an
+MLflow server with basic auth, Postgres backend store and S3 artifacts, and Airflow (LocalExecutor by default
+plus CeleryExecutor with a worker for queue ``gpu``, simple auth manager, Postgres metadata DB).
 One workspace (a copy of the repository) goes through the whole story:
 
 * ``dvc repro`` with the lake on S3 and MLflow on the server as the pipeline account, then ``dvc push``
   to the S3 remote, the cache and outputs wiped, ``dvc pull`` restores them;
 * MLflow permissions: the pipeline account registered the candidate and its ``challenger`` alias but
   may not move ``champion`` nor copy into the production model; the reviewer's ``recops promote`` works;
-* ``recops_daily`` for a new period and ``recops_retrain`` (approved through the REST API by Airflow's
-  non-admin reviewer; ``promote`` runs with the reviewer's MLflow login from an Airflow connection)
-  through ``dag.test()`` with the metadata DB on the stack's PostgreSQL, and the API server refusing
-  unauthenticated requests.
+* ``recops_daily`` for a new period through ``dag.test()`` with the metadata DB on the stack's PostgreSQL;
+  ``recops_retrain`` triggered on the stack's scheduler, ``train`` routed to queue ``gpu`` and run by the
+  Celery worker, the rest by the LocalExecutor (approved through the REST API by Airflow's non-admin
+  reviewer; ``promote`` runs with the reviewer's MLflow login from an Airflow connection), and the API
+  server refusing unauthenticated requests.
 
 This file doubles as the ``dag.test()`` driver (Airflow configures itself once per process).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -128,13 +131,16 @@ def stack(tmp_path_factory, ml_small):
     env = clean_env(RECOPS_STACK_DIR=str(state), RECOPS_HOME=str(ws), RECOPS_DATA_MIRROR=str(ml_small),
                     POSTGRES_PORT=str(free_port()), RECOPS_STACK_S3_PORT=str(free_port()),
                     RECOPS_STACK_MLFLOW_PORT=str(free_port()), RECOPS_STACK_AIRFLOW_PORT=str(free_port()),
+                    RECOPS_STACK_REDIS_PORT=str(free_port()),
                     # the test triggers its runs itself: no catch-up of the replay calendar by the scheduler
-                    AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False")
+                    AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+                    # every Airflow component parses recops_retrain with train on the Celery worker of queue gpu
+                    RECOPS_TRAIN_QUEUE="gpu", RECOPS_TRAIN_EXECUTOR="CeleryExecutor")
     try:
         run([str(STACK), "up"], env, REPO, timeout=420)
         exported = run([str(STACK), "env"], env, REPO).stdout
         values = dict(shlex.split(line)[1].split("=", 1) for line in exported.splitlines() if line.startswith("export "))
-        yield {"env": values, "ws": ws, "git_env": git_env, "stack_env": env}
+        yield {"env": values, "ws": ws, "git_env": git_env, "stack_env": env, "state": state}
     finally:
         down = subprocess.run([str(STACK), "down"], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
         shutil.rmtree(state, ignore_errors=True)
@@ -250,8 +256,11 @@ def driver_env(stack: dict[str, Any], home: Path) -> dict[str, str]:
     keep = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "AIRFLOW__API_AUTH__JWT_SECRET",
-            "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__CORE__LOAD_EXAMPLES")
+            "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__CORE__LOAD_EXAMPLES",
+            "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND")
     env.update({k: values[k] for k in keep})
+    # dag.test() stores the DAGs it parses: the same placement as the stack's dag-processor
+    env.update({k: stack["stack_env"][k] for k in ("RECOPS_TRAIN_QUEUE", "RECOPS_TRAIN_EXECUTOR")})
     env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"), RECOPS_HOME=str(stack["ws"]),
                AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
                RECOPS_TEST_APPROVER="reviewer", RECOPS_TEST_APPROVER_PASSWORD=values["RECOPS_AIRFLOW_REVIEWER_PASSWORD"])
@@ -280,16 +289,96 @@ def test_airflow_on_postgres_runs_daily_and_retrain(stack, repro, tmp_path, monk
     assert f"lake/raw/interactions/date={NEW_PERIOD}/_SUCCESS" in s3_keys(values, "recops-lake", "lake/raw/")
     assert json.loads((ws / "reports/features.json").read_text())["logical_date"] == NEW_PERIOD
 
-    retrain = dag_test(env, "recops_retrain", "none", "--approve")
+    retrain = run_on_scheduler(values, "recops_retrain")
     assert retrain["state"] == "success", retrain
     assert set(retrain["tasks"].values()) == {"success"}, retrain  # approve and promote ran
     assert retrain["hitl"]["responded_by"]["name"] == "reviewer"
+    # train ran on the Celery worker of queue gpu (Airflow's metadata and the worker's own log), the rest locally
+    placed = task_placement(values, "recops_retrain", retrain["run_id"])
+    assert placed["train"] == ("gpu", "CeleryExecutor", "success"), placed
+    assert {p[1] for t, p in placed.items() if t != "train"} <= {None, "LocalExecutor"}, placed
+    worker_log = (stack["state"] / "logs" / "airflow-celery-worker.log").read_text()
+    executed = [line for line in worker_log.splitlines() if "Executing workload in Celery" in line]
+    assert len(executed) == 1, worker_log[-4000:]
+    assert "dag_id='recops_retrain'" in executed[0] and "task_id='train'" in executed[0], executed
+    assert re.search(r"execute_workload\[[0-9a-f-]+\] succeeded", worker_log), worker_log[-4000:]
     register = json.loads((ws / "reports/register.json").read_text())
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "recops-pipeline")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", values["RECOPS_MLFLOW_PIPELINE_PASSWORD"])
     champion = MlflowClient(tracking_uri=values["MLFLOW_TRACKING_URI"]).get_model_version_by_alias("recops", "champion")
     assert champion.tags["promoted_by"] == "reviewer"
     assert champion.tags["promoted_from"] == register["candidate_version"]
+
+
+def airflow_api(values: dict[str, str], user: str):
+    import httpx
+
+    http = httpx.Client(base_url=values["AIRFLOW__API__BASE_URL"], timeout=30)
+    token = http.post("auth/token", json={"username": user,
+                                          "password": values[f"RECOPS_AIRFLOW_{user.upper()}_PASSWORD"]})
+    assert token.status_code == 201, token.text
+    http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return http
+
+
+def run_on_scheduler(values: dict[str, str], dag_id: str, timeout: float = 900) -> dict[str, Any]:
+    """Trigger ``dag_id`` on the stack's scheduler (the admin unpauses and triggers it), approve its review as
+    the reviewer through the REST API, and wait for the run to end."""
+    admin, reviewer = airflow_api(values, "admin"), airflow_api(values, "reviewer")
+    deadline, hitl = time.monotonic() + timeout, {}
+    try:
+        while admin.get(f"api/v2/dags/{dag_id}").status_code == 404:  # the dag-processor has not parsed it yet
+            assert time.monotonic() < deadline, f"{dag_id} never appeared"
+            time.sleep(2)
+        assert admin.patch(f"api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        created = admin.post(f"api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        assert created.status_code == 200, created.text
+        run_id, state = created.json()["dag_run_id"], "queued"
+        while time.monotonic() < deadline:
+            state = admin.get(f"api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+            if state in ("success", "failed"):
+                break
+            if not hitl:
+                open_ = reviewer.get(f"api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails",
+                                     params={"response_received": False}).json().get("hitl_details", [])
+                if open_:
+                    ti = open_[0]["task_instance"]
+                    answer = reviewer.patch(f"api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/"
+                                            f"{ti['map_index']}/hitlDetails", json={"chosen_options": ["Approve"]})
+                    assert answer.status_code == 200, answer.text
+                    hitl = answer.json()
+            time.sleep(2)
+        tis = admin.get(f"api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+    finally:
+        admin.close()
+        reviewer.close()
+    return {"state": state, "run_id": run_id, "tasks": {t["task_id"]: t["state"] for t in tis}, "hitl": hitl}
+
+
+def task_placement(values: dict[str, str], dag_id: str, run_id: str) -> dict[str, tuple[str, str | None, str]]:
+    """(queue, executor, state) of each task instance of the run, read from Airflow's metadata database."""
+    import psycopg2
+
+    dsn = values["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://", 1)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT task_id, queue, executor, state FROM task_instance WHERE dag_id = %s AND run_id = %s",
+                    (dag_id, run_id))
+        rows = cur.fetchall()
+    conn.close()
+    return {task_id: (queue, executor, state) for task_id, queue, executor, state in rows}
+
+
+def test_redis_broker_requires_its_password(stack) -> None:
+    import redis
+
+    values = stack["env"]
+    port = int(values["RECOPS_STACK_REDIS_PORT"])
+    assert redis.Redis(host="127.0.0.1", port=port, password=values["REDIS_PASSWORD"]).ping() is True
+    assert redis.Redis.from_url(values["AIRFLOW__CELERY__BROKER_URL"]).ping() is True  # what Airflow uses
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, password="wrong").ping()
 
 
 def test_api_server_requires_a_login_and_roles_apply(stack) -> None:
