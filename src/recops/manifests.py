@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recops.storage import MARKER, Storage, canonical_json
+from recops.storage import MARKER, Storage, atomic_write_file, canonical_json
 
 MANIFEST_DIR = Path("data/manifests")
 REPORT_DIR = Path("reports")
@@ -22,22 +22,15 @@ def report_path(stage: str) -> Path:
     return REPORT_DIR / f"{stage}.json"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def write_stage_manifest(stage: str, manifest: dict[str, Any]) -> Path:
     path = MANIFEST_DIR / f"{stage}.json"
-    _atomic_write(path, canonical_json(manifest))
+    atomic_write_file(path, canonical_json(manifest))
     return path
 
 
 def write_report(stage: str, report: dict[str, Any]) -> Path:
     path = report_path(stage)
-    _atomic_write(path, canonical_json(report))
+    atomic_write_file(path, canonical_json(report))
     return path
 
 

@@ -43,7 +43,6 @@ import datetime as dt
 import importlib
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -557,14 +556,9 @@ def report_path(date: dt.date | str, root: Path = REPORT_DIR) -> Path:
 
 def write_report(report: dict[str, Any], root: Path = REPORT_DIR) -> Path:
     """``reports/monitor/date=D.json``, written atomically (temp file + rename)."""
-    from recops.storage import canonical_json
+    from recops.storage import atomic_write_file, canonical_json
 
-    path = report_path(report["date"], root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(canonical_json(report))
-    tmp.replace(path)
-    return path
+    return atomic_write_file(report_path(report["date"], root), canonical_json(report))
 
 
 def run_monitor(params: Params, storage: Storage, date: dt.date | None = None,

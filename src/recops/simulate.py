@@ -349,12 +349,12 @@ def plot_timeline(report: dict[str, Any], path: Path) -> None:
 
 def write_timeline(report: dict[str, Any], output: Path) -> None:
     """timeline.json, events.jsonl, timeline.png, timeline.html (each written to a temp name, then renamed)."""
+    from recops.storage import atomic_write_file
+
     output.mkdir(parents=True, exist_ok=True)
 
     def put(name: str, data: bytes) -> None:
-        tmp = output / f".{name}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(output / name)
+        atomic_write_file(output / name, data)
 
     put("timeline.json", json.dumps(report, indent=1, default=str).encode())
     put("events.jsonl", "".join(json.dumps(e, default=str) + "\n" for e in report["events"]).encode())

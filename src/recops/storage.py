@@ -21,9 +21,11 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -48,6 +50,24 @@ _retry = retry(
     wait=wait_exponential(multiplier=0.2, max=5),
     reraise=True,
 )
+
+
+def atomic_write_file(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write a local file so that readers see the old content or the new one, never a part: a unique temp
+    file in the same folder, flushed to disk, then renamed over ``path`` (the temp file never outlives a
+    failure)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def sha256_bytes(data: bytes) -> str:

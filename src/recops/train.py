@@ -62,6 +62,7 @@ from recops.metrics import evaluate_model
 from recops.models import ModelConfig, build_model, checkpoint_payload, load_model
 from recops.models.batching import make_batches, to_device
 from recops.models.core import _plain
+from recops.storage import atomic_write_file
 
 log = logging.getLogger(__name__)
 
@@ -162,19 +163,6 @@ def _deterministic(enabled: bool) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- files
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
@@ -200,7 +188,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_file(path, (json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n").encode())
 
 
 # --------------------------------------------------------------------------- helpers

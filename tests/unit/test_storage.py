@@ -71,3 +71,16 @@ def test_s3_url_uses_endpoint_from_environment() -> None:
     assert s.root == "bucket/prefix"
     assert not s.is_local
     assert s.fs.client_kwargs["endpoint_url"] == "http://127.0.0.1:1"
+
+
+def test_atomic_write_file_replaces_whole_files_and_leaves_no_temp(tmp_path):
+    from recops.storage import atomic_write_file
+
+    target = tmp_path / "reports" / "x.json"
+    assert atomic_write_file(target, b"old") == target
+    atomic_write_file(target, b"new")
+    assert target.read_bytes() == b"new"
+    with pytest.raises(TypeError):
+        atomic_write_file(target, "not bytes")  # fails while writing the temp file
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
