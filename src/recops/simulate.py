@@ -234,6 +234,7 @@ def simulate(params: Params, env: Env, *, periods: int, injections: Sequence[Inj
              suites: Path | None = None) -> dict[str, Any]:
     """Run the loop over ``periods`` periods; write the timeline report into ``output``. Returns the timeline."""
     from recops.features import run_features
+    from recops.ingest import ingest
     from recops.monitor import Models, apply_rollback, run_monitor
     from recops.storage import Storage
     from recops.validation import Suites, validate
@@ -264,8 +265,6 @@ def simulate(params: Params, env: Env, *, periods: int, injections: Sequence[Inj
             for i, d in enumerate(dates, start=1):
                 if "drift" in by_kind and by_kind["drift"].period == i:
                     timeline.event(i, d, "inject_drift", shock_items=shock_items)
-                from recops.ingest import ingest
-
                 ingest(sim, env, storage, date=d)
                 result = validate(sim, storage, Suites(suites), date=d)[0]
                 accepted = result.status != "quarantined"

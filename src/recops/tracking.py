@@ -82,14 +82,27 @@ def read_run_file(out_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def weights_file(model_dir: Path, uri: str = "the model") -> Path:
+    """The weights-only ``model.pt`` of a downloaded pyfunc model: the artifact ``RecopsPyfunc`` loads, as
+    named in its MLmodel file (falls back to the first ``model.pt`` below ``model_dir``)."""
+    import yaml
+
+    for mlmodel in sorted(Path(model_dir).rglob("MLmodel")):
+        meta = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
+        artifact = (((meta.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get("model")
+        if isinstance(artifact, dict) and artifact.get("path") and (mlmodel.parent / artifact["path"]).is_file():
+            return mlmodel.parent / artifact["path"]
+    found = sorted(Path(model_dir).rglob("model.pt"))
+    if not found:
+        raise FileNotFoundError(f"{uri} holds no model.pt artifact (not a model logged by recops)")
+    return found[0]
+
+
 def download_model_file(name: str, version: str, dst: Path | None = None) -> Path:
-    """The weights-only ``model.pt`` behind a registered model version."""
+    """Download ``models:/name/version`` into ``dst`` (default: a new temp folder); its weights-only model.pt."""
     import mlflow
 
     client()
     dst = Path(dst or tempfile.mkdtemp(prefix="recops-model-"))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
-    found = sorted(local.rglob("model.pt"))
-    if not found:
-        raise FileNotFoundError(f"models:/{name}/{version} holds no model.pt artifact")
-    return found[0]
+    return weights_file(local, f"models:/{name}/{version}")

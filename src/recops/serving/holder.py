@@ -74,37 +74,21 @@ def _recommender_from_bytes(data: bytes, what: str) -> Recommender:
         raise ModelLoadError(f"{what} is not a loadable recops model.pt: {err}") from err
 
 
-def _weights_file(model_dir: Path, uri: str) -> Path:
-    """The ``model.pt`` of a downloaded pyfunc model: the artifact ``RecopsPyfunc`` loads (named in MLmodel)."""
-    import yaml
-
-    for mlmodel in sorted(model_dir.rglob("MLmodel")):
-        meta = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
-        artifact = (((meta.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get("model")
-        if isinstance(artifact, dict) and artifact.get("path") and (mlmodel.parent / artifact["path"]).is_file():
-            return mlmodel.parent / artifact["path"]
-    found = sorted(model_dir.rglob("model.pt"))
-    if not found:
-        raise ModelLoadError(f"{uri} holds no model.pt artifact (not a model logged by recops)")
-    return found[0]
-
-
 def load_registered(name: str, version: str) -> Recommender:
     """Download ``models:/name/version`` (tracking URI from ``recops.tracking``) and build its recommender
     (``version`` attribute set)."""
-    import mlflow
-
     from recops import tracking
 
     uri = f"models:/{name}/{version}"
     tmp = Path(tempfile.mkdtemp(prefix="recops-serve-"))
     try:
         try:
-            tracking.client()  # points MLflow at the configured tracking URI
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
+            path = tracking.download_model_file(name, str(version), tmp)
+        except FileNotFoundError as err:
+            raise ModelLoadError(str(err)) from err
         except Exception as err:
             raise ModelLoadError(f"could not download {uri}: {err}") from err
-        rec = _recommender_from_bytes(_weights_file(local, uri).read_bytes(), uri)
+        rec = _recommender_from_bytes(path.read_bytes(), uri)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rec.version = str(version)
