@@ -81,3 +81,19 @@ def test_shock_swaps_head_and_tail_from_the_start_row_only():
     assert "0" not in set(out["item_id"].iloc[130:])  # the most popular item moved to a tail identity
     with pytest.raises(ValueError, match="needs at least"):
         popularity_shock(events, 0, n_items=20, seed=0)
+
+
+def test_drift_benchmark_script_reports_the_rates(repo_root, ml_small, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "drift.json"
+    subprocess.run([sys.executable, str(repo_root / "benchmarks/drift.py"), "--movielens", str(ml_small),
+                    "--params", str(repo_root / "params.yaml"), "--periods", "12", "--splits", "2",
+                    "--reference", "4", "--output", str(out)], check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["periods_evaluated"] == 7 and result["random_splits"] == 14
+    assert 0.0 <= result["false_positive_rate_random_halves"] <= 0.1
+    assert result["shift_detection_rate"] >= 0.5
+    assert set(result["shift_scores"]) == set(result["trigger_columns"])
